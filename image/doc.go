@@ -1,0 +1,2 @@
+// Package image holds the appliance disk image, its systemd unit and the boot tests.
+package image
