@@ -1,0 +1,80 @@
+package media
+
+import (
+	"errors"
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// datagramReader reads datagrams and reports their real length, so that a
+// datagram larger than the buffer is seen as oversize rather than silently
+// cut (a plain read truncates without telling).
+type datagramReader struct {
+	rc  syscall.RawConn
+	buf []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // built once: a closure per read would allocate
+}
+
+func newDatagramReader(c *net.UDPConn, buf []byte) (*datagramReader, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	d := &datagramReader{rc: rc, buf: buf}
+	d.fn = func(fd uintptr) bool {
+		// recvfrom directly: x/sys's wrappers build a Sockaddr per call, and
+		// MSG_TRUNC makes the kernel return the datagram's full length.
+		n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&d.buf[0])),
+			uintptr(len(d.buf)), unix.MSG_TRUNC, 0, 0)
+		if errno == unix.EAGAIN || errno == unix.EINTR {
+			return false
+		}
+		d.n, d.err = int(n), nil
+		if errno != 0 {
+			d.n, d.err = 0, errno
+		}
+		return true
+	}
+	return d, nil
+}
+
+// read blocks until a datagram arrives and returns its full length.
+func (d *datagramReader) read() (int, error) {
+	if err := d.rc.Read(d.fn); err != nil {
+		return 0, err
+	}
+	return d.n, d.err
+}
+
+// writeDatagram sends b on a connected socket. A connected UDP socket reports
+// an earlier ICMP "port unreachable" as ECONNREFUSED on the next send and
+// drops that packet; the error is consumed by then, so one retry sends it.
+func writeDatagram(c *net.UDPConn, b []byte) error {
+	_, err := c.Write(b)
+	if err != nil && errors.Is(err, unix.ECONNREFUSED) {
+		_, err = c.Write(b)
+	}
+	return err
+}
+
+// setReceiveBuffer asks for a large receive buffer, so a stream survives a
+// worker restart without overflowing. As root the rmem_max cap is bypassed.
+func setReceiveBuffer(c *net.UDPConn, size int) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	got := 0
+	_ = rc.Control(func(fd uintptr) {
+		if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size) != nil {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, size)
+		}
+		got, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
+	})
+	return got
+}

@@ -1,0 +1,229 @@
+package supervisor
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"appliance/internal/clock"
+)
+
+func shell(script string) func() (*exec.Cmd, error) {
+	return func() (*exec.Cmd, error) { return exec.Command("/bin/sh", "-c", script), nil }
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestProcessExitReasons(t *testing.T) {
+	tests := []struct {
+		script string
+		want   string // "" for a clean exit
+	}{
+		{"exit 0", ""},
+		{"exit 3", "exit code 3"},
+		{"kill -KILL $$", "killed by signal KILL"},
+		{"kill -SEGV $$", "killed by signal SEGV"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.script, func(t *testing.T) {
+			p := &Process{Name: "p", Command: shell(tt.script), Logger: quiet()}
+			err := p.Serve(context.Background())
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want a clean exit", err)
+				}
+				return
+			}
+			var ee *ExitError
+			if !errors.As(err, &ee) || ee.Reason != tt.want {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+	p := &Process{Name: "p", Command: func() (*exec.Cmd, error) { return exec.Command("/nonexistent/binary"), nil }, Logger: quiet()}
+	if err := p.Serve(context.Background()); err == nil || !strings.Contains(err.Error(), "cannot start") {
+		t.Errorf("missing binary: %v", err)
+	}
+}
+
+// A process that stops beating is killed when HangTimeout has passed on the
+// clock, and not before.
+func TestProcessHang(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	attached := make(chan *Proc, 1)
+	p := &Process{
+		Name: "p", Command: shell("exec sleep 60"), Clock: clk, Logger: quiet(),
+		HangTimeout: time.Second, StartGrace: 3 * time.Second,
+		Attach: func(ctx context.Context, pr *Proc) error {
+			attached <- pr
+			<-ctx.Done()
+			return nil
+		},
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(context.Background()) }()
+	pr := <-attached
+	if err := clk.WaitPending(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	alive := func() bool { return unix.Kill(pr.PID, 0) == nil }
+
+	clk.Advance(2 * time.Second) // within the start grace: no beat needed yet
+	pr.Beat()
+	clk.Advance(900 * time.Millisecond) // within HangTimeout of the beat
+	select {
+	case err := <-done:
+		t.Fatalf("killed early: %v", err)
+	default:
+	}
+	if !alive() {
+		t.Fatal("process died early")
+	}
+	clk.Advance(200 * time.Millisecond) // 1.1 s without a beat
+	select {
+	case err := <-done:
+		var ee *ExitError
+		if !errors.As(err, &ee) || !ee.Hung || !strings.HasPrefix(ee.Reason, "hung: no heartbeat for 1.1s") {
+			t.Fatalf("got %v, want a hang", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("hung process not killed")
+	}
+	if alive() {
+		t.Error("hung process still alive")
+	}
+}
+
+// An Attach that fails (say, a protocol error) kills the process.
+func TestProcessAttachError(t *testing.T) {
+	p := &Process{Name: "p", Command: shell("exec sleep 60"), Logger: quiet(),
+		Attach: func(ctx context.Context, pr *Proc) error { return errors.New("garbled report") }}
+	err := p.Serve(context.Background())
+	if err == nil || err.Error() != "killed: garbled report" {
+		t.Fatalf("got %v", err)
+	}
+}
+
+// Stopping sends SIGTERM to the whole group; a process that ignores it is
+// killed with its children after the shutdown timeout.
+func TestProcessStopKillsGroup(t *testing.T) {
+	for _, tt := range []struct {
+		name, script string
+		kind         string
+	}{
+		{"obeys", "sleep 60 & wait", "stop"},
+		{"ignores", "trap '' TERM; sleep 60 & while :; do wait; done", "stop_timeout"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Process{Name: "p", Command: shell(tt.script), Logger: quiet()}
+			events := make(chan Event, 100)
+			sup := New(Spec{Name: "s", Logger: quiet(), Events: func(e Event) { events <- e }},
+				Child{Name: "p", Service: p, Shutdown: 300 * time.Millisecond})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- sup.Serve(ctx) }()
+			var pgid int
+			eventually(t, 5*time.Second, "the process to start", func() bool { pgid = p.PID(); return pgid != 0 })
+			// Wait for the shell's child to exist in the group.
+			eventually(t, 5*time.Second, "the group to hold two processes", func() bool { return liveInGroup(pgid) >= 2 })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			var last Event
+			for len(events) > 0 {
+				last = <-events
+			}
+			if last.Kind != tt.kind {
+				t.Errorf("last event %s (%s), want %s", last.Kind, last.Reason, tt.kind)
+			}
+			if n := liveInGroup(pgid); n != 0 {
+				t.Errorf("%d processes of the group still alive after the stop", n)
+			}
+		})
+	}
+}
+
+// A process killed from outside is restarted by its supervisor with a new PID,
+// and the events name both PIDs.
+func TestProcessRestartAfterKill(t *testing.T) {
+	p := &Process{Name: "p", Command: shell("exec sleep 60"), Logger: quiet()}
+	events := make(chan Event, 100)
+	sup := New(Spec{Name: "s", Logger: quiet(), Events: func(e Event) { events <- e }},
+		Child{Name: "p", Service: p, Shutdown: time.Second})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go sup.Serve(ctx)
+	next := func() Event {
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event")
+			return Event{}
+		}
+	}
+	start := next()
+	if start.Kind != EventStart || start.PID == 0 {
+		t.Fatalf("first event %+v", start)
+	}
+	if err := unix.Kill(start.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exit, restart, again := next(), next(), next()
+	if exit.Kind != EventExit || exit.PID != start.PID || exit.Reason != "killed by signal KILL" {
+		t.Errorf("exit event %+v", exit)
+	}
+	if restart.Kind != EventRestart {
+		t.Errorf("restart event %+v", restart)
+	}
+	if again.Kind != EventStart || again.PID == 0 || again.PID == start.PID {
+		t.Errorf("second start %+v", again)
+	}
+	if n := sup.Snapshot().Children[0]; n.Kind != "process" || n.PID != again.PID || n.Restarts != 1 {
+		t.Errorf("node %+v", n)
+	}
+}
+
+// liveInGroup counts the processes of a process group that are not zombies
+// (a killed grandchild may wait a while for init to reap it).
+func liveInGroup(pgid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	n := 0
+	for _, path := range stats {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid pgrp ...: comm may hold spaces, so split after ')'.
+		i := bytes.LastIndexByte(b, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			n++
+		}
+	}
+	return n
+}
