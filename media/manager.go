@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -289,7 +290,9 @@ func (w *worker) attach(ctx context.Context, p *supervisor.Proc) error {
 	for {
 		r, err := decodeReport(dec, owned)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			// The worker's end closing (EOF, or a reset when it died with
+			// unread data) means it exited: its exit status tells why.
+			if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
 				return nil
 			}
 			return err

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"appliance/internal/clock"
@@ -97,6 +98,10 @@ type Spec struct {
 	Clock      clock.Clock   // clock.Real() if nil
 	Events     func(Event)   // called for every event, from any goroutine; may be nil
 	Logger     *slog.Logger  // slog.Default() if nil
+	// Heartbeat, if set, wakes the supervision loop that often even when
+	// nothing happens, so that Progress shows it is alive. The watchdogs are
+	// fed on the root's progress.
+	Heartbeat time.Duration
 }
 
 // Supervisor runs children under a Spec. It is itself a Service, so trees are
@@ -112,6 +117,9 @@ type Supervisor struct {
 	restartTimes []time.Time
 	timer        clock.Timer
 	timerAt      time.Time
+	beat         <-chan time.Time
+
+	progress atomic.Int64 // UnixNano of the loop's last turn
 
 	mu    sync.Mutex // guards what Snapshot and event hooks read
 	path  string
@@ -200,6 +208,13 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 	cctx := context.WithValue(ctx, pathKey{}, path)
 	s.restartTimes = nil
 	defer s.stopTimer()
+	s.markProgress()
+	if s.spec.Heartbeat > 0 {
+		hb := s.clk.NewTicker(s.spec.Heartbeat)
+		defer hb.Stop()
+		s.beat = hb.C()
+		defer func() { s.beat = nil }()
+	}
 
 	for _, c := range s.children {
 		c.failures, c.pending = 0, false
@@ -210,7 +225,9 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 		if at, ok := s.nextPending(); ok {
 			due = s.armTimer(at)
 		}
+		s.markProgress()
 		select {
+		case <-s.beat:
 		case <-ctx.Done():
 			s.stopAll("shutdown")
 			s.setState("stopped")
@@ -228,6 +245,21 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 			s.startDue(cctx)
 		}
 	}
+}
+
+func (s *Supervisor) markProgress() { s.progress.Store(s.clk.Now().UnixNano()) }
+
+// Progress returns when the supervision loop last made progress (zero if it
+// never ran) and whether it has given up. A loop that is waiting for a child
+// to stop still makes progress; one that is stuck does not.
+func (s *Supervisor) Progress() (last time.Time, gaveUp bool) {
+	s.mu.Lock()
+	failed := s.state == "failed"
+	s.mu.Unlock()
+	if ns := s.progress.Load(); ns != 0 {
+		last = time.Unix(0, ns)
+	}
+	return last, failed
 }
 
 func (s *Supervisor) setState(state string) {
@@ -446,32 +478,42 @@ func (s *Supervisor) stop(c *child, why string) {
 	pid := c.pid
 	s.mu.Unlock()
 
-	t := s.clk.NewTimer(c.Shutdown)
-	select {
-	case <-inst.done:
-		t.Stop()
+	k, canKill := c.Service.(killer)
+	switch {
+	case s.await(inst.done, c.Shutdown):
 		s.emit(Event{Kind: EventStop, Child: c.Name, Reason: why, PID: pid}, false)
-	case <-t.C():
-		if k, ok := c.Service.(killer); ok {
-			k.Kill()
-			t2 := s.clk.NewTimer(c.Shutdown)
-			select {
-			case <-inst.done:
-				t2.Stop()
-				s.emit(Event{Kind: EventStopTimeout, Child: c.Name, PID: pid,
-					Reason: fmt.Sprintf("%s: still running after %v, killed", why, c.Shutdown)}, true)
-			case <-t2.C():
-				s.emit(Event{Kind: EventStopTimeout, Child: c.Name, PID: pid,
-					Reason: fmt.Sprintf("%s: still running after %v and a kill, abandoned", why, c.Shutdown)}, true)
-			}
-		} else {
-			s.emit(Event{Kind: EventStopTimeout, Child: c.Name,
-				Reason: fmt.Sprintf("%s: still running after %v, abandoned", why, c.Shutdown)}, true)
+	case !canKill:
+		s.emit(Event{Kind: EventStopTimeout, Child: c.Name,
+			Reason: fmt.Sprintf("%s: still running after %v, abandoned", why, c.Shutdown)}, true)
+	default:
+		k.Kill()
+		what := "killed"
+		if !s.await(inst.done, c.Shutdown) {
+			what = "killed, and still running: abandoned"
 		}
+		s.emit(Event{Kind: EventStopTimeout, Child: c.Name, PID: pid,
+			Reason: fmt.Sprintf("%s: still running after %v, %s", why, c.Shutdown, what)}, true)
 	}
 	s.mu.Lock()
 	c.inst, c.pid, c.state, c.since = nil, 0, "stopped", s.clk.Now()
 	s.mu.Unlock()
+}
+
+// await waits up to d for done, still beating meanwhile; it reports whether
+// done closed.
+func (s *Supervisor) await(done <-chan struct{}, d time.Duration) bool {
+	t := s.clk.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return true
+		case <-t.C():
+			return false
+		case <-s.beat:
+			s.markProgress()
+		}
+	}
 }
 
 // stopAll stops every running child in reverse start order and drops pending

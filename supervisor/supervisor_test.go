@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -479,4 +480,62 @@ func TestEventLog(t *testing.T) {
 	if got := l.Recent(2); len(got) != 2 || got[0].PID != 5 {
 		t.Errorf("Recent(2) = %v", got)
 	}
+}
+
+// Progress moves with the heartbeat while the loop is free, also while it
+// waits for a slow child to stop, and stands still when the loop is stuck.
+func TestProgress(t *testing.T) {
+	s := newScript()
+	s.ignoreStop = true
+	block, entered := make(chan struct{}), make(chan struct{}, 1)
+	var blocking atomic.Bool
+	r := newRig(t, Spec{Heartbeat: time.Second}, Child{Name: "x", Service: s, Shutdown: 10 * time.Second})
+	events := r.events
+	r.sup.spec.Events = func(e Event) {
+		if blocking.Load() && e.Kind == EventExit {
+			entered <- struct{}{}
+			<-block // a stuck loop: an event sink that does not return
+		}
+		events <- e
+	}
+	r.serve()
+	r.expect("start x")
+	run := s.next(t)
+	waitProgress := func(want time.Time) {
+		t.Helper()
+		eventually(t, 5*time.Second, "progress at "+want.String(), func() bool {
+			last, _ := r.sup.Progress()
+			return last.Equal(want)
+		})
+	}
+	waitProgress(epoch)
+	r.clk.Advance(time.Second)
+	waitProgress(epoch.Add(time.Second))
+
+	// Waiting for a child to stop is progress.
+	r.cancel()
+	if err := r.clk.WaitPending(context.Background(), 2); err != nil { // heartbeat + shutdown timer
+		t.Fatal(err)
+	}
+	r.clk.Advance(time.Second)
+	waitProgress(epoch.Add(2 * time.Second))
+	run.exit <- nil
+	r.expect("stop x")
+	r.wait()
+
+	// A stuck loop is not.
+	s.ignoreStop = false
+	blocking.Store(true)
+	r2 := &rig{t: t, clk: r.clk, sup: r.sup, events: events, done: make(chan error, 1)}
+	r2.serve()
+	r2.expect("start x")
+	s.next(t).exit <- errCrash
+	<-entered
+	before, _ := r.sup.Progress()
+	r.clk.Advance(5 * time.Second)
+	if last, gaveUp := r.sup.Progress(); !last.Equal(before) || gaveUp {
+		t.Errorf("stuck loop: progress %v (was %v), gave up %v", last, before, gaveUp)
+	}
+	close(block)
+	r2.expect("exit x", "restart x", "start x")
 }

@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+BIN     := bin/appliance
+LDFLAGS := -s -w -X main.version=$(VERSION)
+
+.PHONY: all build run test test-short bench lint fuzz clean
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/appliance
+
+# Runs the unit on the embedded demo config: no root needed, status on http://127.0.0.1:8080.
+run: build
+	./$(BIN) run
+
+# Everything: vet, format, and every test with the race detector. Tests that
+# need root (network namespaces, systemd-nspawn, QEMU) run when this runs as root.
+test: lint
+	$(GO) test -race -count=1 -timeout 28m ./...
+
+# Unit tests only, quick, for the edit-compile loop.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Relay throughput against a plain Go relay measured in the same run; see docs/PERFORMANCE.md.
+bench:
+	$(GO) test -run '^$$' -bench '^BenchmarkRelay$$' -benchtime 5x -count 1 ./media/
+	$(GO) test -run '^$$' -bench '^BenchmarkRelayHandle$$' -count 1 ./media/
+
+lint:
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+# A short run of every fuzz target (the seed corpora also run in `make test`).
+FUZZTIME ?= 20s
+fuzz:
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+clean:
+	rm -rf bin

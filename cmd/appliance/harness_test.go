@@ -1,0 +1,284 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"appliance/media"
+	"appliance/status"
+)
+
+// bin is the appliance binary the end-to-end tests run, built once.
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "appliance-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin = filepath.Join(dir, "appliance")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the appliance for the end-to-end tests: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func skipShort(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("end-to-end: runs real processes and traffic")
+	}
+}
+
+// freeUDPPorts returns n loopback UDP ports that were free a moment ago.
+func freeUDPPorts(t *testing.T, n int) []int {
+	t.Helper()
+	var conns []*net.UDPConn
+	var ports []int
+	for i := 0; i < n; i++ {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+	return ports
+}
+
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// syncBuffer collects a process's output for the failure message.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+type unitProc struct {
+	t      *testing.T
+	cmd    *exec.Cmd
+	api    string
+	logs   *syncBuffer
+	waited chan error
+}
+
+// startUnit runs `appliance run` on cfg and waits until its API answers and
+// every stream has a worker.
+func startUnit(t *testing.T, cfg string) *unitProc {
+	t.Helper()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "unit.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	api := freeTCPAddr(t)
+	u := &unitProc{t: t, api: "http://" + api, logs: &syncBuffer{}, waited: make(chan error, 1)}
+	u.cmd = exec.Command(bin, "run", "--config", path, "--listen", api)
+	u.cmd.Stdout, u.cmd.Stderr = u.logs, u.logs
+	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := u.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { u.waited <- u.cmd.Wait() }()
+	t.Cleanup(func() {
+		u.stop()
+		if t.Failed() {
+			t.Logf("appliance output:\n%s", u.logs.String())
+		}
+	})
+	eventually(t, 15*time.Second, "the unit's API and workers", func() bool {
+		rep, err := u.report()
+		if err != nil {
+			return false
+		}
+		for _, s := range rep.Streams {
+			if s.WorkerPID == 0 || s.State == "starting" {
+				return false
+			}
+		}
+		return true
+	})
+	return u
+}
+
+func (u *unitProc) report() (status.Report, error) {
+	var rep status.Report
+	resp, err := http.Get(u.api + "/api/v1/status")
+	if err != nil {
+		return rep, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return rep, fmt.Errorf("status %s", resp.Status)
+	}
+	return rep, json.NewDecoder(resp.Body).Decode(&rep)
+}
+
+func (u *unitProc) mustReport() status.Report {
+	u.t.Helper()
+	rep, err := u.report()
+	if err != nil {
+		u.t.Fatalf("status API: %v", err)
+	}
+	return rep
+}
+
+func (u *unitProc) stream(name string) media.StreamStatus {
+	u.t.Helper()
+	for _, s := range u.mustReport().Streams {
+		if s.Name == name {
+			return s
+		}
+	}
+	u.t.Fatalf("no stream %q in the API", name)
+	return media.StreamStatus{}
+}
+
+// stop sends SIGTERM and waits; the whole group is killed if it lingers.
+func (u *unitProc) stop() {
+	if u.cmd.Process == nil {
+		return
+	}
+	_ = u.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-u.waited:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-u.cmd.Process.Pid, syscall.SIGKILL)
+		<-u.waited
+	}
+	u.cmd.Process = nil
+}
+
+// runJSON runs an appliance subcommand that prints one JSON object.
+type jsonProc struct {
+	cmd    *exec.Cmd
+	out    bytes.Buffer
+	errb   *syncBuffer
+	done   chan error
+	ready  chan struct{}
+	prefix string
+}
+
+func startJSON(t *testing.T, readyLine string, args ...string) *jsonProc {
+	t.Helper()
+	p := &jsonProc{cmd: exec.Command(bin, args...), errb: &syncBuffer{}, done: make(chan error, 1), ready: make(chan struct{})}
+	p.cmd.Stdout = &p.out
+	stderr, err := p.cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		once := sync.Once{}
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Fprintln(p.errb, line)
+			if readyLine != "" && strings.Contains(line, readyLine) {
+				once.Do(func() { close(p.ready) })
+			}
+		}
+		_, _ = io.Copy(io.Discard, stderr)
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = p.cmd.Process.Kill() })
+	if readyLine != "" {
+		select {
+		case <-p.ready:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%v did not say %q: %s", args, readyLine, p.errb.String())
+		}
+	}
+	return p
+}
+
+func (p *jsonProc) wait(t *testing.T, v any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", p.cmd.Args, err, p.errb.String())
+		}
+	case <-ctx.Done():
+		t.Fatalf("%v did not finish", p.cmd.Args)
+	}
+	if err := json.Unmarshal(p.out.Bytes(), v); err != nil {
+		t.Fatalf("%v printed %q: %v", p.cmd.Args, p.out.String(), err)
+	}
+}
+
+func startProbe(t *testing.T, port int, d time.Duration) *jsonProc {
+	return startJSON(t, "listening", "probe", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--duration", d.String(), "--json")
+}
+
+func startGen(t *testing.T, port, pps int, d time.Duration, ssrc uint32) *jsonProc {
+	return startJSON(t, "", "gen", "--to", fmt.Sprintf("127.0.0.1:%d", port), "--pps", fmt.Sprint(pps),
+		"--duration", d.String(), "--ssrc", fmt.Sprint(ssrc), "--json")
+}
+
+func errorsAs(err error, target **exec.ExitError) bool {
+	ee, ok := err.(*exec.ExitError)
+	if ok {
+		*target = ee
+	}
+	return ok
+}

@@ -1,0 +1,198 @@
+// Package config reads the unit's one YAML file: versioned, decoded strictly
+// (an unknown key is an error), validated as a whole, with every problem
+// reported at once with its line and what to do about it.
+package config
+
+import (
+	_ "embed"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// MaxSize is the largest config file accepted.
+const MaxSize = 1 << 20
+
+// Config is the whole configuration of a unit.
+type Config struct {
+	Version     int
+	Unit        Unit
+	Status      Status
+	Media       Media
+	Streams     []Stream
+	TestSources []TestSource
+	HW          HW
+	Watchdog    Watchdog
+}
+
+// Unit names the unit and where it keeps state.
+type Unit struct {
+	Name     string
+	StateDir string
+}
+
+// Status is the HTTP API.
+type Status struct {
+	Listen string
+}
+
+// Media sizes the worker processes and their supervision.
+type Media struct {
+	Workers        int
+	HangTimeout    Duration
+	ReportInterval Duration
+	Restart        Restart
+}
+
+// Restart is a supervisor's restart rule.
+type Restart struct {
+	Intensity  int
+	Period     Duration
+	Backoff    Duration
+	BackoffMax Duration
+}
+
+// Stream is one relayed stream.
+type Stream struct {
+	Name      string
+	Input     Endpoint
+	Outputs   []Endpoint
+	ClockRate int
+	Rewrite   *Rewrite
+}
+
+// Rewrite makes the output keep one SSRC and continuous numbering.
+type Rewrite struct {
+	SSRC *uint32
+}
+
+// TestSource is a built-in paced RTP generator.
+type TestSource struct {
+	To   Endpoint
+	PPS  int
+	Size int
+	SSRC uint32
+}
+
+// HW configures the hardware monitor.
+type HW struct {
+	Sysfs        string
+	Temperature  Temperature
+	Links        []Link
+	LinkDebounce Duration
+}
+
+// Temperature thresholds, in °C, with the hysteresis margin for clearing.
+type Temperature struct {
+	WarnC        float64
+	CritC        float64
+	ClearMarginC float64
+}
+
+// Link is a NIC the unit watches.
+type Link struct {
+	Name string
+	Role string
+}
+
+// Link roles.
+var linkRoles = []string{"media", "pair", "management"}
+
+// Watchdog configures the hardware watchdog. An empty Device means none.
+type Watchdog struct {
+	Device  string
+	Timeout Duration
+}
+
+// Duration is a time.Duration written as "500ms", "5s", "2m" in the file.
+type Duration time.Duration
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes the duration as Go does, e.g. "1m30s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Endpoint is a UDP address, written "udp://IP:PORT".
+type Endpoint struct {
+	Addr netip.AddrPort
+}
+
+func (e Endpoint) String() string { return "udp://" + e.Addr.String() }
+
+// Problem is one thing wrong with a config.
+type Problem struct {
+	Line, Column int
+	Path         string // where, e.g. "cam1: outputs[0]" or "media: workers"
+	Msg          string // what is wrong and what to do
+}
+
+// Error lists every problem found in a config file.
+type Error struct {
+	File     string
+	Problems []Problem
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	for i, p := range e.Problems {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		fmt.Fprintf(&b, "%s:%d:%d: ", e.File, p.Line, p.Column)
+		if p.Path != "" {
+			b.WriteString(p.Path + ": ")
+		}
+		b.WriteString(p.Msg)
+	}
+	return b.String()
+}
+
+// Load reads and checks the config file at path.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: reading %s: %w", path, err)
+	}
+	return Parse(path, data)
+}
+
+//go:embed default.yaml
+var defaultYAML []byte
+
+// Default returns the embedded demo config: it runs on a fresh machine without root.
+func Default() *Config {
+	c, err := Parse("default.yaml", defaultYAML)
+	if err != nil {
+		panic("config: the embedded default is invalid: " + err.Error())
+	}
+	return c
+}
+
+// DefaultYAML returns the text of the embedded demo config.
+func DefaultYAML() []byte { return append([]byte(nil), defaultYAML...) }
+
+// Summary describes the config in one line.
+func (c *Config) Summary() string {
+	outputs := 0
+	for _, s := range c.Streams {
+		outputs += len(s.Outputs)
+	}
+	return fmt.Sprintf("unit %s: %s (%s), %s, %s, status %s",
+		c.Unit.Name, plural(len(c.Streams), "stream"), plural(outputs, "output"),
+		plural(c.Media.Workers, "worker"), plural(len(c.TestSources), "test source"), c.Status.Listen)
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}

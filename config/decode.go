@@ -1,0 +1,655 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// The decoder walks the YAML node tree itself rather than letting yaml.v3
+// fill structs: that is what lets it report every problem, each with its
+// line, instead of stopping at the first.
+
+// Parse checks a config held in memory; name is used in problem reports.
+func Parse(name string, data []byte) (*Config, error) {
+	d := &decoder{}
+	c := defaults()
+	switch {
+	case len(data) > MaxSize:
+		d.problem(1, 1, "", "file is larger than %d bytes; this is not a config file", MaxSize)
+	case len(strings.TrimSpace(string(data))) == 0:
+		d.problem(1, 1, "", "%s", emptyMsg)
+	default:
+		var doc yaml.Node
+		if err := unmarshal(data, &doc); err != nil {
+			d.problem(yamlErrorLine(err), 1, "", "not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
+		} else if len(doc.Content) == 0 {
+			d.problem(1, 1, "", "%s", emptyMsg)
+		} else {
+			d.root(doc.Content[0], c)
+		}
+	}
+	if len(d.probs) > 0 {
+		sort.SliceStable(d.probs, func(i, j int) bool {
+			if d.probs[i].Line != d.probs[j].Line {
+				return d.probs[i].Line < d.probs[j].Line
+			}
+			return d.probs[i].Column < d.probs[j].Column
+		})
+		return nil, &Error{File: name, Problems: d.probs}
+	}
+	return c, nil
+}
+
+const emptyMsg = "empty config; start from `appliance run` defaults, see README"
+
+// unmarshal parses YAML into a node tree. yaml.v3 does not expand aliases
+// when it builds nodes, so an alias bomb stays small here; the decoder then
+// refuses every alias it meets. The recover is a last line of defence: a bug
+// in the YAML library must become a problem report, not a crashed unit.
+func unmarshal(data []byte, doc *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("yaml: cannot parse this file (%v)", r)
+		}
+	}()
+	return yaml.Unmarshal(data, doc)
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+func yamlErrorLine(err error) int {
+	if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+		if n, err := strconv.Atoi(m[1]); err == nil {
+			return n
+		}
+	}
+	return 1
+}
+
+func defaults() *Config {
+	return &Config{
+		Unit:   Unit{StateDir: "/var/lib/appliance"},
+		Status: Status{Listen: "127.0.0.1:8080"},
+		Media: Media{
+			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
+			Restart: Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
+		},
+		HW: HW{
+			Sysfs:        "/sys",
+			Temperature:  Temperature{WarnC: 80, CritC: 90, ClearMarginC: 5},
+			LinkDebounce: Duration(200 * time.Millisecond),
+		},
+		Watchdog: Watchdog{Timeout: Duration(10 * time.Second)},
+	}
+}
+
+type decoder struct {
+	probs []Problem
+}
+
+func (d *decoder) problem(line, col int, path, format string, args ...any) {
+	d.probs = append(d.probs, Problem{Line: line, Column: col, Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (d *decoder) at(n *yaml.Node, path, format string, args ...any) {
+	d.problem(n.Line, n.Column, path, format, args...)
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + ": " + key
+}
+
+// fields checks that n is a mapping of known keys without duplicates and
+// calls each key's handler with its value. Required keys that are missing are
+// reported against the mapping.
+func (d *decoder) fields(n *yaml.Node, path string, handlers map[string]func(*yaml.Node), required ...string) bool {
+	if !d.kind(n, path, yaml.MappingNode, "a mapping of keys to values") {
+		return false
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		key := k.Value
+		if k.Kind != yaml.ScalarNode {
+			d.at(k, path, "keys must be plain words")
+			continue
+		}
+		if seen[key] {
+			d.at(k, join(path, key), "set twice; keep one")
+			continue
+		}
+		seen[key] = true
+		h, ok := handlers[key]
+		if !ok {
+			d.at(k, path, "unknown key %q%s", key, suggest(key, handlers))
+			continue
+		}
+		if v.Kind == yaml.AliasNode {
+			d.at(v, join(path, key), "YAML aliases are not supported; write the value out")
+			continue
+		}
+		h(v)
+	}
+	for _, r := range required {
+		if !seen[r] {
+			d.at(n, path, "%q is required", r)
+		}
+	}
+	return true
+}
+
+// suggest names the closest known key, or lists them all.
+func suggest(key string, known map[string]func(*yaml.Node)) string {
+	var names []string
+	for k := range known {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	best, bestDist := "", 3
+	for _, k := range names {
+		if dist := editDistance(key, k); dist < bestDist {
+			best, bestDist = k, dist
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf(": did you mean %q?", best)
+	}
+	return "; valid keys here: " + strings.Join(names, ", ")
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 64
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+var kindNames = map[yaml.Kind]string{
+	yaml.MappingNode: "a mapping", yaml.SequenceNode: "a list", yaml.ScalarNode: "a single value",
+	yaml.AliasNode: "an alias", yaml.DocumentNode: "a document",
+}
+
+func (d *decoder) kind(n *yaml.Node, path string, want yaml.Kind, wantText string) bool {
+	if n.Kind == want {
+		return true
+	}
+	if n.Kind == yaml.AliasNode {
+		d.at(n, path, "YAML aliases are not supported; write the value out")
+		return false
+	}
+	d.at(n, path, "must be %s, not %s", wantText, kindNames[n.Kind])
+	return false
+}
+
+func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
+	if !d.kind(n, path, yaml.ScalarNode, "a single value") {
+		return "", false
+	}
+	return n.Value, true
+}
+
+// str reads text. An empty value (key with nothing after it) is "".
+func (d *decoder) str(n *yaml.Node, path string, dst *string) bool {
+	v, ok := d.scalar(n, path)
+	if !ok {
+		return false
+	}
+	switch n.Tag {
+	case "!!str":
+	case "!!null":
+		v = ""
+	default:
+		d.at(n, path, "must be text; quote it: \"%s\"", v)
+		return false
+	}
+	*dst = v
+	return true
+}
+
+func (d *decoder) integer(n *yaml.Node, path string, lo, hi int64) (int64, bool) {
+	v, ok := d.scalar(n, path)
+	if !ok {
+		return 0, false
+	}
+	if n.Tag != "!!int" {
+		d.at(n, path, "%q must be an integer, such as %d", v, max(lo, 0))
+		return 0, false
+	}
+	i, err := strconv.ParseInt(strings.ReplaceAll(v, "_", ""), 0, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		d.at(n, path, "%q must be an integer, such as %d", v, max(lo, 0))
+		return 0, false
+	}
+	if err != nil || i < lo || i > hi {
+		d.at(n, path, "%s is out of range (%d to %d)", v, lo, hi)
+		return 0, false
+	}
+	return i, true
+}
+
+func (d *decoder) intField(n *yaml.Node, path string, lo, hi int, dst *int) {
+	if i, ok := d.integer(n, path, int64(lo), int64(hi)); ok {
+		*dst = int(i)
+	}
+}
+
+func (d *decoder) uint32Field(n *yaml.Node, path string, dst *uint32) bool {
+	i, ok := d.integer(n, path, 0, math.MaxUint32)
+	if ok {
+		*dst = uint32(i)
+	}
+	return ok
+}
+
+func (d *decoder) float(n *yaml.Node, path string, lo, hi float64, dst *float64) {
+	v, ok := d.scalar(n, path)
+	if !ok {
+		return
+	}
+	if n.Tag != "!!int" && n.Tag != "!!float" {
+		d.at(n, path, "%q must be a number", v)
+		return
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || f < lo || f > hi {
+		d.at(n, path, "%s is out of range (%g to %g)", v, lo, hi)
+		return
+	}
+	*dst = f
+}
+
+func (d *decoder) duration(n *yaml.Node, path string, lo, hi time.Duration, dst *Duration) {
+	v, ok := d.scalar(n, path)
+	if !ok {
+		return
+	}
+	dur, err := time.ParseDuration(v)
+	if err != nil {
+		d.at(n, path, "%q is not a duration; write it with a unit, such as 500ms, 5s or 2m", v)
+		return
+	}
+	if dur < lo || dur > hi {
+		d.at(n, path, "%v is out of range (%v to %v)", dur, lo, hi)
+		return
+	}
+	*dst = Duration(dur)
+}
+
+// endpoint reads "udp://IP:PORT".
+func (d *decoder) endpoint(n *yaml.Node, path string, dst *Endpoint) bool {
+	v, ok := d.scalar(n, path)
+	if !ok {
+		return false
+	}
+	ep, err := ParseEndpoint(v)
+	if err != nil {
+		d.at(n, path, "%q: %v", v, err)
+		return false
+	}
+	*dst = ep
+	return true
+}
+
+// ParseEndpoint reads "udp://IP:PORT" (IPv6 in brackets).
+func ParseEndpoint(s string) (Endpoint, error) {
+	rest, ok := strings.CutPrefix(s, "udp://")
+	if !ok {
+		if i := strings.Index(s, "://"); i >= 0 {
+			return Endpoint{}, fmt.Errorf("only udp:// is supported, not %s://", s[:i])
+		}
+		return Endpoint{}, fmt.Errorf("write it as udp://IP:PORT, e.g. \"udp://%s\"", s)
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("write it as udp://IP:PORT (IPv6 in brackets: udp://[2001:db8::1]:5004)")
+	}
+	p, err := strconv.ParseUint(port, 10, 64)
+	if err != nil && !errors.Is(err, strconv.ErrRange) {
+		return Endpoint{}, fmt.Errorf("port %q is not a number; write udp://IP:PORT such as udp://192.0.2.10:5004", port)
+	}
+	if err != nil || p < 1 || p > 65535 {
+		return Endpoint{}, fmt.Errorf("port out of range (1-65535)")
+	}
+	addr, err := netip.ParseAddr(host)
+	if err != nil || addr.Zone() != "" {
+		return Endpoint{}, fmt.Errorf("%q is not an IP address; use an IP address such as udp://192.0.2.10:%d", host, p)
+	}
+	return Endpoint{Addr: netip.AddrPortFrom(addr.Unmap(), uint16(p))}, nil
+}
+
+var (
+	streamName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
+	unitName   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+)
+
+func (d *decoder) root(n *yaml.Node, c *Config) {
+	var versionSeen bool
+	d.fields(n, "", map[string]func(*yaml.Node){
+		"version": func(v *yaml.Node) {
+			versionSeen = true
+			if i, ok := d.integer(v, "version", math.MinInt32, math.MaxInt32); ok {
+				if i != 1 {
+					d.at(v, "version", "only version 1 is supported, not %d", i)
+				}
+				c.Version = int(i)
+			}
+		},
+		"unit":         func(v *yaml.Node) { d.unit(v, c) },
+		"status":       func(v *yaml.Node) { d.status(v, c) },
+		"media":        func(v *yaml.Node) { d.media(v, c) },
+		"streams":      func(v *yaml.Node) { d.streams(v, c) },
+		"test_sources": func(v *yaml.Node) { d.testSources(v, c) },
+		"hw":           func(v *yaml.Node) { d.hw(v, c) },
+		"watchdog":     func(v *yaml.Node) { d.watchdog(v, c) },
+	}, "unit")
+	if n.Kind == yaml.MappingNode && !versionSeen {
+		d.at(n, "", "\"version: 1\" is required at the top (only version 1 is supported), so that later releases can read this file")
+	}
+}
+
+func (d *decoder) unit(n *yaml.Node, c *Config) {
+	d.fields(n, "unit", map[string]func(*yaml.Node){
+		"name": func(v *yaml.Node) {
+			if d.str(v, "unit: name", &c.Unit.Name) && !unitName.MatchString(c.Unit.Name) {
+				d.at(v, "unit: name", "%q: use 1 to 63 lowercase letters, digits and dashes", c.Unit.Name)
+			}
+		},
+		"state_dir": func(v *yaml.Node) {
+			if d.str(v, "unit: state_dir", &c.Unit.StateDir) && c.Unit.StateDir == "" {
+				d.at(v, "unit: state_dir", "must not be empty")
+			}
+		},
+	}, "name")
+}
+
+func (d *decoder) status(n *yaml.Node, c *Config) {
+	d.fields(n, "status", map[string]func(*yaml.Node){
+		"listen": func(v *yaml.Node) {
+			if !d.str(v, "status: listen", &c.Status.Listen) {
+				return
+			}
+			if _, err := netip.ParseAddrPort(c.Status.Listen); err != nil {
+				d.at(v, "status: listen", "%q: write it as IP:PORT, such as 127.0.0.1:8080 or 0.0.0.0:8080", c.Status.Listen)
+			} else if ap := netip.MustParseAddrPort(c.Status.Listen); ap.Port() == 0 {
+				d.at(v, "status: listen", "port 0 is not allowed; pick a port such as 8080")
+			}
+		},
+	})
+}
+
+func (d *decoder) media(n *yaml.Node, c *Config) {
+	m := &c.Media
+	var hangNode, reportNode *yaml.Node
+	d.fields(n, "media", map[string]func(*yaml.Node){
+		"workers": func(v *yaml.Node) { d.intField(v, "media: workers", 1, 64, &m.Workers) },
+		"hang_timeout": func(v *yaml.Node) {
+			hangNode = v
+			d.duration(v, "media: hang_timeout", 50*time.Millisecond, time.Minute, &m.HangTimeout)
+		},
+		"report_interval": func(v *yaml.Node) {
+			reportNode = v
+			d.duration(v, "media: report_interval", 10*time.Millisecond, 250*time.Millisecond, &m.ReportInterval)
+		},
+		"restart": func(v *yaml.Node) { d.restart(v, "media: restart", &m.Restart) },
+	})
+	if m.HangTimeout < 2*m.ReportInterval {
+		at := hangNode
+		if at == nil {
+			at = reportNode
+		}
+		if at != nil {
+			d.at(at, "media: hang_timeout", "%v is less than two report intervals (%v); a healthy worker would be killed as hung", m.HangTimeout, 2*m.ReportInterval)
+		}
+	}
+}
+
+func (d *decoder) restart(n *yaml.Node, path string, r *Restart) {
+	var maxNode *yaml.Node
+	d.fields(n, path, map[string]func(*yaml.Node){
+		"intensity": func(v *yaml.Node) { d.intField(v, path+": intensity", 1, 1000, &r.Intensity) },
+		"period":    func(v *yaml.Node) { d.duration(v, path+": period", time.Millisecond, 24*time.Hour, &r.Period) },
+		"backoff":   func(v *yaml.Node) { d.duration(v, path+": backoff", 0, time.Hour, &r.Backoff) },
+		"backoff_max": func(v *yaml.Node) {
+			maxNode = v
+			d.duration(v, path+": backoff_max", 0, time.Hour, &r.BackoffMax)
+		},
+	})
+	if r.BackoffMax < r.Backoff {
+		at := maxNode
+		if at == nil {
+			at = n
+		}
+		d.at(at, path+": backoff_max", "%v is less than backoff (%v)", r.BackoffMax, r.Backoff)
+	}
+}
+
+func (d *decoder) streams(n *yaml.Node, c *Config) {
+	if !d.kind(n, "streams", yaml.SequenceNode, "a list of streams") {
+		return
+	}
+	names := map[string]int{}             // name -> index of first use
+	inputs := map[netip.AddrPort]string{} // input -> name of first use
+	for i, sn := range n.Content {
+		s := Stream{ClockRate: 90000}
+		path := fmt.Sprintf("streams[%d]", i)
+		if sn.Kind == yaml.MappingNode {
+			for j := 0; j+1 < len(sn.Content); j += 2 {
+				if sn.Content[j].Value == "name" && sn.Content[j+1].Kind == yaml.ScalarNode && streamName.MatchString(sn.Content[j+1].Value) {
+					if _, dup := names[sn.Content[j+1].Value]; !dup {
+						path = sn.Content[j+1].Value
+					} else {
+						path = fmt.Sprintf("streams[%d] (%s)", i, sn.Content[j+1].Value)
+					}
+				}
+			}
+		}
+		var inputNode *yaml.Node
+		ok := d.fields(sn, path, map[string]func(*yaml.Node){
+			"name": func(v *yaml.Node) {
+				if !d.str(v, join(path, "name"), &s.Name) {
+					return
+				}
+				if !streamName.MatchString(s.Name) {
+					d.at(v, join(path, "name"), "%q: use 1 to 63 lowercase letters, digits, dashes and underscores", s.Name)
+				} else if first, dup := names[s.Name]; dup {
+					d.at(v, join(path, "name"), "%q is already the name of streams[%d]; stream names must be unique", s.Name, first)
+				} else {
+					names[s.Name] = i
+				}
+			},
+			"input": func(v *yaml.Node) {
+				if d.endpoint(v, join(path, "input"), &s.Input) {
+					inputNode = v
+				}
+			},
+			"outputs": func(v *yaml.Node) {
+				if !d.kind(v, join(path, "outputs"), yaml.SequenceNode, "a list of udp://IP:PORT") {
+					return
+				}
+				if len(v.Content) == 0 {
+					d.at(v, join(path, "outputs"), "no outputs; give at least one udp://IP:PORT")
+				}
+				if len(v.Content) > 16 {
+					d.at(v, join(path, "outputs"), "%d outputs; at most 16 per stream", len(v.Content))
+				}
+				seen := map[netip.AddrPort]bool{}
+				for k, on := range v.Content {
+					var ep Endpoint
+					op := join(path, fmt.Sprintf("outputs[%d]", k))
+					if !d.endpoint(on, op, &ep) {
+						continue
+					}
+					if seen[ep.Addr] {
+						d.at(on, op, "%s is listed twice", ep)
+						continue
+					}
+					seen[ep.Addr] = true
+					s.Outputs = append(s.Outputs, ep)
+				}
+			},
+			"clock_rate": func(v *yaml.Node) { d.intField(v, join(path, "clock_rate"), 1000, 1000000, &s.ClockRate) },
+			"rewrite": func(v *yaml.Node) {
+				r := &Rewrite{}
+				d.fields(v, join(path, "rewrite"), map[string]func(*yaml.Node){
+					"ssrc": func(x *yaml.Node) {
+						var ssrc uint32
+						if d.uint32Field(x, join(path, "rewrite: ssrc"), &ssrc) {
+							r.SSRC = &ssrc
+						}
+					},
+				})
+				s.Rewrite = r
+			},
+		}, "name", "input", "outputs")
+		if !ok {
+			continue
+		}
+		if inputNode != nil {
+			if other, dup := inputs[s.Input.Addr]; dup {
+				d.at(inputNode, join(path, "input"), "%s is already the input of %s; two streams cannot share an input", s.Input, other)
+			} else {
+				inputs[s.Input.Addr] = s.Name
+			}
+			for _, o := range s.Outputs {
+				if o.Addr == s.Input.Addr {
+					d.at(inputNode, join(path, "input"), "%s is also an output of this stream: a loop", o)
+				}
+			}
+		}
+		c.Streams = append(c.Streams, s)
+	}
+}
+
+func (d *decoder) testSources(n *yaml.Node, c *Config) {
+	if !d.kind(n, "test_sources", yaml.SequenceNode, "a list of test sources") {
+		return
+	}
+	for i, tn := range n.Content {
+		ts := TestSource{PPS: 100, Size: 1328, SSRC: 0x5eed}
+		path := fmt.Sprintf("test_sources[%d]", i)
+		if d.fields(tn, path, map[string]func(*yaml.Node){
+			"to":   func(v *yaml.Node) { d.endpoint(v, join(path, "to"), &ts.To) },
+			"pps":  func(v *yaml.Node) { d.intField(v, join(path, "pps"), 1, 100000, &ts.PPS) },
+			"size": func(v *yaml.Node) { d.intField(v, join(path, "size"), 12, 1500, &ts.Size) },
+			"ssrc": func(v *yaml.Node) { d.uint32Field(v, join(path, "ssrc"), &ts.SSRC) },
+		}, "to") {
+			c.TestSources = append(c.TestSources, ts)
+		}
+	}
+}
+
+var ifName = regexp.MustCompile(`^[^/\s:]+$`)
+
+// validIfName follows the kernel's dev_valid_name: at most 15 bytes (IFNAMSIZ
+// less the NUL), not "." or "..", no '/', ':' or whitespace.
+func validIfName(s string) bool {
+	return len(s) <= 15 && s != "." && s != ".." && ifName.MatchString(s)
+}
+
+func (d *decoder) hw(n *yaml.Node, c *Config) {
+	h := &c.HW
+	var tempNode *yaml.Node
+	d.fields(n, "hw", map[string]func(*yaml.Node){
+		"sysfs": func(v *yaml.Node) {
+			if d.str(v, "hw: sysfs", &h.Sysfs) && !filepath.IsAbs(h.Sysfs) {
+				d.at(v, "hw: sysfs", "%q must be an absolute path, such as /sys", h.Sysfs)
+			}
+		},
+		"temperature": func(v *yaml.Node) {
+			tempNode = v
+			t := &h.Temperature
+			d.fields(v, "hw: temperature", map[string]func(*yaml.Node){
+				"warn_c":         func(x *yaml.Node) { d.float(x, "hw: temperature: warn_c", -50, 200, &t.WarnC) },
+				"crit_c":         func(x *yaml.Node) { d.float(x, "hw: temperature: crit_c", -50, 200, &t.CritC) },
+				"clear_margin_c": func(x *yaml.Node) { d.float(x, "hw: temperature: clear_margin_c", 0, 50, &t.ClearMarginC) },
+			})
+		},
+		"links": func(v *yaml.Node) {
+			if !d.kind(v, "hw: links", yaml.SequenceNode, "a list of links") {
+				return
+			}
+			seen := map[string]bool{}
+			for i, ln := range v.Content {
+				l := Link{Role: "media"}
+				path := fmt.Sprintf("hw: links[%d]", i)
+				var nameNode *yaml.Node
+				if !d.fields(ln, path, map[string]func(*yaml.Node){
+					"name": func(x *yaml.Node) {
+						nameNode = x
+						if d.str(x, join(path, "name"), &l.Name) && !validIfName(l.Name) {
+							d.at(x, join(path, "name"), "%q is not an interface name (1 to 15 bytes, no '/', ':' or spaces); see `ip link`", l.Name)
+						}
+					},
+					"role": func(x *yaml.Node) {
+						if d.str(x, join(path, "role"), &l.Role) && !contains(linkRoles, l.Role) {
+							d.at(x, join(path, "role"), "%q: use one of %s", l.Role, strings.Join(linkRoles, ", "))
+						}
+					},
+				}, "name") {
+					continue
+				}
+				if nameNode != nil && seen[l.Name] {
+					d.at(nameNode, join(path, "name"), "%s is listed twice", l.Name)
+					continue
+				}
+				seen[l.Name] = true
+				h.Links = append(h.Links, l)
+			}
+		},
+		"link_debounce": func(v *yaml.Node) { d.duration(v, "hw: link_debounce", 0, 10*time.Second, &h.LinkDebounce) },
+	})
+	if t := h.Temperature; t.WarnC >= t.CritC && tempNode != nil {
+		d.at(tempNode, "hw: temperature", "warn_c (%g) must be below crit_c (%g)", t.WarnC, t.CritC)
+	}
+}
+
+func (d *decoder) watchdog(n *yaml.Node, c *Config) {
+	w := &c.Watchdog
+	d.fields(n, "watchdog", map[string]func(*yaml.Node){
+		"device": func(v *yaml.Node) {
+			if d.str(v, "watchdog: device", &w.Device) && w.Device != "" && !filepath.IsAbs(w.Device) {
+				d.at(v, "watchdog: device", "%q must be an absolute path such as /dev/watchdog, or \"\" for none", w.Device)
+			}
+		},
+		"timeout": func(v *yaml.Node) { d.duration(v, "watchdog: timeout", 2*time.Second, 10*time.Minute, &w.Timeout) },
+	})
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
