@@ -283,14 +283,14 @@ func TestBadInput(t *testing.T) {
 	csrcPastEnd := append([]byte{0x8f}, good[1:]...)
 	extPastEnd := append([]byte{0x90}, good[1:]...)
 	garbage := [][]byte{
-		{0x80, 96, 0},                          // truncated header
-		append([]byte{0x40}, good[1:]...),      // RTP version 1
-		[]byte("GET / HTTP/1.1\r\n\r\n"),       // not RTP at all
-		csrcPastEnd,                            // CSRC list past the end
-		extPastEnd,                             // extension past the end
-		bytes.Repeat([]byte{0x80}, 9000),       // jumbo
-		{},                                     // empty
-		bytes.Repeat([]byte{0xff}, 1400),       // noise
+		{0x80, 96, 0},                     // truncated header
+		append([]byte{0x40}, good[1:]...), // RTP version 1
+		[]byte("GET / HTTP/1.1\r\n\r\n"),  // not RTP at all
+		csrcPastEnd,                       // CSRC list past the end
+		extPastEnd,                        // extension past the end
+		bytes.Repeat([]byte{0x80}, 9000),  // jumbo
+		{},                                // empty
+		bytes.Repeat([]byte{0xff}, 1400),  // noise
 	}
 	const rounds = 250 // 2,000 datagrams over about 2 s, beside 1,000 good packets/s
 	sentBad := 0
