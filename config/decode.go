@@ -32,8 +32,9 @@ func Parse(name string, data []byte) (*Config, error) {
 	default:
 		var doc yaml.Node
 		if err := unmarshal(data, &doc); err != nil {
-			d.problem(yamlErrorLine(err), 1, "", "not valid YAML: %s", strings.TrimPrefix(err.Error(), "yaml: "))
-		} else if len(doc.Content) == 0 {
+			line := yamlErrorLine(err)
+			d.problem(line, 1, "", "not valid YAML: %s%s", strings.TrimPrefix(err.Error(), "yaml: "), tabHint(data, line))
+		} else if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 			d.problem(1, 1, "", "%s", emptyMsg)
 		} else {
 			d.root(doc.Content[0], c)
@@ -51,6 +52,11 @@ func Parse(name string, data []byte) (*Config, error) {
 	return c, nil
 }
 
+// isNull reports a document that holds nothing, such as a bare "---".
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null" && n.Style == 0 && (n.Value == "" || n.Value == "~" || n.Value == "null")
+}
+
 const emptyMsg = "empty config; start from `appliance run` defaults, see README"
 
 // unmarshal parses YAML into a node tree. yaml.v3 does not expand aliases
@@ -64,6 +70,19 @@ func unmarshal(data []byte, doc *yaml.Node) (err error) {
 		}
 	}()
 	return yaml.Unmarshal(data, doc)
+}
+
+// tabHint explains the commonest syntax error: YAML does not indent with tabs.
+func tabHint(data []byte, line int) string {
+	lines := strings.Split(string(data), "\n")
+	if line < 1 || line > len(lines) {
+		return ""
+	}
+	l := lines[line-1]
+	if strings.Contains(l[:len(l)-len(strings.TrimLeft(l, " \t"))], "\t") {
+		return "; indent with spaces, not tabs"
+	}
+	return ""
 }
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
@@ -242,12 +261,12 @@ func (d *decoder) integer(n *yaml.Node, path string, lo, hi int64) (int64, bool)
 		return 0, false
 	}
 	if n.Tag != "!!int" {
-		d.at(n, path, "%q must be an integer, such as %d", v, max(lo, 0))
+		d.at(n, path, "%q must be an integer (a whole number such as %d)", v, max(lo, 0))
 		return 0, false
 	}
 	i, err := strconv.ParseInt(strings.ReplaceAll(v, "_", ""), 0, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		d.at(n, path, "%q must be an integer, such as %d", v, max(lo, 0))
+		d.at(n, path, "%q must be an integer (a whole number such as %d)", v, max(lo, 0))
 		return 0, false
 	}
 	if err != nil || i < lo || i > hi {

@@ -2,35 +2,170 @@ package config
 
 import (
 	"errors"
+	"reflect"
+	"strings"
 	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
-// FuzzParse: no input makes the loader panic; every input gives a config or
-// a list of problems, each with a line inside the file.
+// FuzzParse: no input makes Parse panic, every failure is a *Error with
+// lines inside the file, and every accepted config both keeps its invariants
+// and reads back the same after being written out again.
 func FuzzParse(f *testing.F) {
-	f.Add(defaultYAML)
+	f.Add(DefaultYAML())
 	f.Add([]byte(minimal))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Parse("fuzz.yaml", data)
-		if err == nil {
-			if c == nil || c.Version != 1 || c.Unit.Name == "" {
-				t.Fatalf("accepted a config without version or unit: %+v", c)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || len(e.Problems) == 0 {
+				t.Fatalf("error %T %v, want *Error with problems", err, err)
 			}
-			for _, s := range c.Streams {
-				if len(s.Outputs) == 0 || s.Name == "" || !s.Input.Addr.IsValid() {
-					t.Fatalf("accepted an incomplete stream: %+v", s)
+			// YAML also breaks lines at \r, NEL, LS and PS; this is an upper bound.
+			lines := 1
+			for _, brk := range []string{"\n", "\r", "\u0085", "\u2028", "\u2029"} {
+				lines += strings.Count(string(data), brk)
+			}
+			for _, p := range e.Problems {
+				if p.Line < 1 || (len(data) <= MaxSize && p.Line > lines) || p.Msg == "" {
+					t.Fatalf("problem outside the file (%d lines): %+v", lines, p)
 				}
 			}
 			return
 		}
-		var e *Error
-		if !errors.As(err, &e) || len(e.Problems) == 0 {
-			t.Fatalf("error without problems: %v", err)
+		if c == nil {
+			t.Fatal("nil config and nil error")
 		}
-		for _, p := range e.Problems {
-			if p.Line < 1 || p.Msg == "" {
-				t.Fatalf("problem without a line or text: %+v", p)
-			}
+		if msg := invariants(c); msg != "" {
+			t.Fatalf("accepted config breaks an invariant: %s\n%+v", msg, c)
+		}
+		_ = c.Summary()
+		out := encode(t, c)
+		c2, err := Parse("again.yaml", out)
+		if err != nil {
+			t.Fatalf("written-out config does not parse: %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(c, c2) {
+			t.Fatalf("round trip changed the config:\n%+v\n%+v\n%s", c, c2, out)
 		}
 	})
+}
+
+func TestEncodeRoundTrip(t *testing.T) {
+	t.Parallel()
+	c := Default()
+	c2, err := Parse("again.yaml", encode(t, c))
+	if err != nil || !reflect.DeepEqual(c, c2) {
+		t.Fatalf("round trip: %v\n%+v\n%+v", err, c, c2)
+	}
+	if msg := invariants(c); msg != "" {
+		t.Fatal(msg)
+	}
+}
+
+// invariants re-checks an accepted config from the structs alone, without the
+// decoder's help: a second opinion on the rules in the package comment.
+func invariants(c *Config) string {
+	in := func(v, lo, hi int) bool { return v >= lo && v <= hi }
+	dur := func(d Duration, lo, hi time.Duration) bool { return time.Duration(d) >= lo && time.Duration(d) <= hi }
+	m, r := c.Media, c.Media.Restart
+	switch {
+	case c.Version != 1:
+		return "version"
+	case c.Unit.Name == "" || c.Unit.StateDir == "":
+		return "unit"
+	case !in(m.Workers, 1, 64):
+		return "workers"
+	case !dur(m.HangTimeout, 50*time.Millisecond, time.Minute), !dur(m.ReportInterval, 10*time.Millisecond, 250*time.Millisecond),
+		m.HangTimeout < 2*m.ReportInterval:
+		return "media timing"
+	case !in(r.Intensity, 1, 1000), r.Period <= 0, r.Backoff < 0, r.BackoffMax < r.Backoff:
+		return "restart"
+	case c.HW.Temperature.WarnC >= c.HW.Temperature.CritC, c.HW.Temperature.ClearMarginC < 0:
+		return "temperature"
+	case !dur(c.HW.LinkDebounce, 0, 10*time.Second), !dur(c.Watchdog.Timeout, 2*time.Second, 10*time.Minute):
+		return "hw or watchdog durations"
+	case c.Watchdog.Device != "" && !strings.HasPrefix(c.Watchdog.Device, "/"):
+		return "watchdog device"
+	}
+	names, inputs, links := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	for _, s := range c.Streams {
+		if !streamName.MatchString(s.Name) || names[s.Name] || inputs[s.Input.String()] || !s.Input.Addr.IsValid() ||
+			!in(len(s.Outputs), 1, 16) || !in(s.ClockRate, 1000, 1000000) {
+			return "stream " + s.Name
+		}
+		names[s.Name], inputs[s.Input.String()] = true, true
+		for _, o := range s.Outputs {
+			if o.Addr.Port() == 0 || o == s.Input {
+				return "output of " + s.Name
+			}
+		}
+	}
+	for _, ts := range c.TestSources {
+		if !in(ts.PPS, 1, 100000) || !in(ts.Size, 12, 1500) || ts.To.Addr.Port() == 0 {
+			return "test source"
+		}
+	}
+	for _, l := range c.HW.Links {
+		if !validIfName(l.Name) || links[l.Name] || (l.Role != "media" && l.Role != "pair" && l.Role != "management") {
+			return "link " + l.Name
+		}
+		links[l.Name] = true
+	}
+	return ""
+}
+
+// encode writes c back out as YAML, every field explicit.
+func encode(t *testing.T, c *Config) []byte {
+	t.Helper()
+	type m = map[string]any
+	var streams, sources, links []any
+	for _, s := range c.Streams {
+		var outs []string
+		for _, o := range s.Outputs {
+			outs = append(outs, o.String())
+		}
+		sm := m{"name": s.Name, "input": s.Input.String(), "outputs": outs, "clock_rate": s.ClockRate}
+		if s.Rewrite != nil {
+			rw := m{}
+			if s.Rewrite.SSRC != nil {
+				rw["ssrc"] = *s.Rewrite.SSRC
+			}
+			sm["rewrite"] = rw
+		}
+		streams = append(streams, sm)
+	}
+	for _, ts := range c.TestSources {
+		sources = append(sources, m{"to": ts.To.String(), "pps": ts.PPS, "size": ts.Size, "ssrc": ts.SSRC})
+	}
+	for _, l := range c.HW.Links {
+		links = append(links, m{"name": l.Name, "role": l.Role})
+	}
+	r := c.Media.Restart
+	doc := m{
+		"version": c.Version,
+		"unit":    m{"name": c.Unit.Name, "state_dir": c.Unit.StateDir},
+		"status":  m{"listen": c.Status.Listen},
+		"media": m{"workers": c.Media.Workers, "hang_timeout": c.Media.HangTimeout, "report_interval": c.Media.ReportInterval,
+			"restart": m{"intensity": r.Intensity, "period": r.Period, "backoff": r.Backoff, "backoff_max": r.BackoffMax}},
+		"hw": m{"sysfs": c.HW.Sysfs, "link_debounce": c.HW.LinkDebounce,
+			"temperature": m{"warn_c": c.HW.Temperature.WarnC, "crit_c": c.HW.Temperature.CritC, "clear_margin_c": c.HW.Temperature.ClearMarginC}},
+		"watchdog": m{"device": c.Watchdog.Device, "timeout": c.Watchdog.Timeout},
+	}
+	if streams != nil {
+		doc["streams"] = streams
+	}
+	if sources != nil {
+		doc["test_sources"] = sources
+	}
+	if links != nil {
+		doc["hw"].(m)["links"] = links
+	}
+	out, err := yaml.Marshal(doc)
+	if err != nil {
+		t.Fatalf("yaml.Marshal: %v", err)
+	}
+	return out
 }
