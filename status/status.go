@@ -22,7 +22,7 @@ type Report struct {
 	Unit       Unit                 `json:"unit"`
 	Streams    []media.StreamStatus `json:"streams"`
 	Supervisor supervisor.Node      `json:"supervisor"`
-	Events     []supervisor.Event   `json:"events"` // most recent first
+	Events     []Event              `json:"events"` // most recent first
 }
 
 // Node is one entry of the supervision tree.

@@ -60,11 +60,11 @@ func sample(state string) *fixed {
 		Unit:       Unit{Name: "unit-a", Version: "test", UptimeS: 12.5, Started: now, State: state},
 		Streams:    []media.StreamStatus{{Name: "cam1", State: "running", WorkerPID: 42, Restarts: 1}},
 		Supervisor: supervisor.Node{Name: "root", Kind: "supervisor", State: "running", Children: []supervisor.Node{{Name: "media", State: "running"}}},
-		Events: []supervisor.Event{
+		Events: SupervisorEvents([]supervisor.Event{
 			{Time: now, Supervisor: "root/media", Child: "worker-0", Kind: "restart"},
 			{Time: now, Supervisor: "root/media", Child: "worker-0", Kind: "exit", Reason: "killed by signal KILL", PID: 41},
 			{Time: now, Supervisor: "root/media", Child: "worker-0", Kind: "start", PID: 41},
-		},
+		}),
 	}}
 }
 

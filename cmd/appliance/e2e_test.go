@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"appliance/media"
-	"appliance/supervisor"
+	"appliance/status"
 )
 
 // streamsConfig writes a config with one stream per (input, output) pair,
@@ -99,7 +99,7 @@ func TestCrashIsolation(t *testing.T) {
 			t.Logf("%s: output gap across the worker kill: %.1f ms (target under 100 ms)", name, got.MaxGapMs)
 		}
 	}
-	ev := findEvent(u.mustReport().Events, func(e supervisor.Event) bool {
+	ev := findEvent(u.mustReport().Events, func(e status.Event) bool {
 		return e.Kind == "exit" && e.Child == "worker-0" && e.Reason == "killed by signal KILL"
 	})
 	if ev == nil {
@@ -113,7 +113,7 @@ func TestCrashIsolation(t *testing.T) {
 	}
 }
 
-func findEvent(evs []supervisor.Event, match func(supervisor.Event) bool) *supervisor.Event {
+func findEvent(evs []status.Event, match func(status.Event) bool) *status.Event {
 	for i := range evs {
 		if match(evs[i]) {
 			return &evs[i]
@@ -143,7 +143,7 @@ func TestEscalation(t *testing.T) {
 		}
 	}
 	eventually(t, 10*time.Second, "the media supervisor to give up", func() bool {
-		return findEvent(u.mustReport().Events, func(e supervisor.Event) bool { return e.Kind == "give_up" }) != nil
+		return findEvent(u.mustReport().Events, func(e status.Event) bool { return e.Kind == "give_up" }) != nil
 	})
 	eventually(t, 10*time.Second, "the root to restart media and its workers", func() bool {
 		rep := u.mustReport()
@@ -152,7 +152,7 @@ func TestEscalation(t *testing.T) {
 				return false
 			}
 		}
-		return findEvent(rep.Events, func(e supervisor.Event) bool {
+		return findEvent(rep.Events, func(e status.Event) bool {
 			return e.Supervisor == "root" && e.Child == "media" && e.Kind == "restart"
 		}) != nil
 	})
@@ -184,7 +184,7 @@ func TestRootGivesUp(t *testing.T) {
 	u := startUnit(t, streamsConfig(1, ports[:1], ports[1:], nil, "  restart: {intensity: 1, period: 10s}\n"))
 	killed := map[int]bool{}
 	gaveUp := func() bool {
-		return findEvent(u.mustReport().Events, func(e supervisor.Event) bool {
+		return findEvent(u.mustReport().Events, func(e status.Event) bool {
 			return e.Kind == "give_up" && e.Supervisor == "root"
 		}) != nil
 	}
@@ -239,9 +239,9 @@ func TestHungWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer syscall.Kill(pid, syscall.SIGKILL)
-	var ev *supervisor.Event
+	var ev *status.Event
 	eventually(t, 10*time.Second, "the hung worker to be detected", func() bool {
-		ev = findEvent(u.mustReport().Events, func(e supervisor.Event) bool {
+		ev = findEvent(u.mustReport().Events, func(e status.Event) bool {
 			return e.Kind == "exit" && e.PID == pid && strings.Contains(e.Reason, "hung")
 		})
 		return ev != nil

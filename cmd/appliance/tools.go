@@ -164,7 +164,12 @@ func printReport(w io.Writer, rep status.Report) {
 			if i == 10 {
 				break
 			}
-			fmt.Fprintf(w, "  %s  %s/%s  %s  %s\n", e.Time.Format("15:04:05.000"), e.Supervisor, e.Child, e.Kind, e.Reason)
+			switch e.Source {
+			case "health":
+				fmt.Fprintf(w, "  %s  %s  %s %s  %s\n", e.Time.Format("15:04:05.000"), e.Condition, e.Kind, e.Severity, e.Message)
+			default:
+				fmt.Fprintf(w, "  %s  %s/%s  %s  %s\n", e.Time.Format("15:04:05.000"), e.Supervisor, e.Child, e.Kind, e.Reason)
+			}
 		}
 	}
 }

@@ -233,6 +233,6 @@ func (u *unit) Report() status.Report {
 		},
 		Streams:    u.media.Streams(),
 		Supervisor: u.root.Snapshot(),
-		Events:     u.events.Recent(200),
+		Events:     status.SupervisorEvents(u.events.Recent(200)),
 	}
 }

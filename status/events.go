@@ -1,0 +1,60 @@
+package status
+
+import (
+	"sort"
+	"time"
+
+	"appliance/health"
+	"appliance/supervisor"
+)
+
+// Event is one entry of the unit's event log: a supervision event (a child
+// started, exited, was restarted; a supervisor gave up) or a health condition
+// raised, changed or cleared. Field names are a contract.
+type Event struct {
+	Time   time.Time `json:"time"`
+	Source string    `json:"source"` // "supervisor" or "health"
+	// Kind is start, exit, restart, stop, stop_timeout or give_up for the
+	// supervisor; raised, changed or cleared for health.
+	Kind       string `json:"kind"`
+	Supervisor string `json:"supervisor,omitempty"` // path, e.g. root/media
+	Child      string `json:"child,omitempty"`
+	Reason     string `json:"reason,omitempty"`
+	PID        int    `json:"pid,omitempty"`
+	Condition  string `json:"condition,omitempty"`
+	Severity   string `json:"severity,omitempty"`
+	Message    string `json:"message,omitempty"`
+}
+
+// SupervisorEvents converts supervision events.
+func SupervisorEvents(in []supervisor.Event) []Event {
+	out := make([]Event, 0, len(in))
+	for _, e := range in {
+		out = append(out, Event{Time: e.Time, Source: "supervisor", Kind: e.Kind, Supervisor: e.Supervisor,
+			Child: e.Child, Reason: e.Reason, PID: e.PID})
+	}
+	return out
+}
+
+// HealthEvents converts health events.
+func HealthEvents(in []health.Event) []Event {
+	out := make([]Event, 0, len(in))
+	for _, e := range in {
+		out = append(out, Event{Time: e.Time, Source: "health", Kind: e.Kind, Condition: e.Condition,
+			Severity: e.Severity.String(), Message: e.Message})
+	}
+	return out
+}
+
+// MergeEvents merges event lists, most recent first, keeping at most limit.
+func MergeEvents(limit int, lists ...[]Event) []Event {
+	var all []Event
+	for _, l := range lists {
+		all = append(all, l...)
+	}
+	sort.SliceStable(all, func(i, j int) bool { return all[i].Time.After(all[j].Time) })
+	if limit > 0 && len(all) > limit {
+		all = all[:limit]
+	}
+	return all
+}
