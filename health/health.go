@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"appliance/internal/clock"
+	"appliance/internal/ring"
 )
 
 // Severity of a condition. The zero value is OK.
@@ -85,11 +86,10 @@ type Tracker struct {
 	clk clock.Clock
 	log *slog.Logger
 
+	events *ring.Ring[Event]
+
 	mu     sync.Mutex
 	active map[string]*Condition
-	ring   []Event
-	next   int
-	full   bool
 	subs   map[chan Event]struct{}
 	drops  uint64
 }
@@ -102,7 +102,7 @@ func NewTracker(clk clock.Clock, log *slog.Logger) *Tracker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Tracker{clk: clk, log: log, active: map[string]*Condition{}, ring: make([]Event, 256), subs: map[chan Event]struct{}{}}
+	return &Tracker{clk: clk, log: log, active: map[string]*Condition{}, events: ring.New[Event](256), subs: map[chan Event]struct{}{}}
 }
 
 // Set raises name at sev with msg, or updates it; sev OK clears it.
@@ -147,11 +147,7 @@ func (t *Tracker) Clear(name string) {
 // A subscriber that does not keep up loses events (counted), never blocks
 // the tracker: it can always resynchronise from Active.
 func (t *Tracker) publish(e Event) {
-	t.ring[t.next] = e
-	t.next = (t.next + 1) % len(t.ring)
-	if t.next == 0 {
-		t.full = true
-	}
+	t.events.Add(e)
 	attrs := []any{"condition", e.Condition, "event", e.Kind, "severity", e.Severity.String()}
 	if e.Message != "" {
 		attrs = append(attrs, "message", e.Message)
@@ -220,20 +216,7 @@ func (t *Tracker) Events(n int) []Event {
 	if t == nil {
 		return nil
 	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	size := t.next
-	if t.full {
-		size = len(t.ring)
-	}
-	if n <= 0 || n > size {
-		n = size
-	}
-	out := make([]Event, 0, n)
-	for i := 1; i <= n; i++ {
-		out = append(out, t.ring[(t.next-i+len(t.ring))%len(t.ring)])
-	}
-	return out
+	return t.events.Recent(n)
 }
 
 // Subscribe returns a channel of every later event, buffered to buf, and a

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"appliance/internal/testutil"
 )
 
 // The unit file under real systemd: a Debian root file system booted with
@@ -37,7 +39,7 @@ type container struct {
 	t       *testing.T
 	dir     string
 	cmd     *exec.Cmd
-	console *syncBuffer
+	console *testutil.SyncBuffer
 	exited  chan error
 	leader  int // host PID of the container's systemd
 }
@@ -51,7 +53,7 @@ func bootContainer(t *testing.T, name string) *container {
 	extract(t, tarball, dir)
 	installAppliance(t, dir, containerConfig, "")
 
-	c := &container{t: t, dir: dir, console: &syncBuffer{}, exited: make(chan error, 1)}
+	c := &container{t: t, dir: dir, console: &testutil.SyncBuffer{}, exited: make(chan error, 1)}
 	c.cmd = exec.Command("systemd-nspawn", "-q", "-D", dir, "-M", name, "--register=no", "--keep-unit",
 		"--private-network", "-b", "--console=read-only")
 	c.cmd.Stdout, c.cmd.Stderr = c.console, c.console
@@ -76,13 +78,13 @@ func bootContainer(t *testing.T, name string) *container {
 			t.Logf("container console:\n%s", tail(c.console.String(), 6000))
 		}
 	})
-	eventually(t, 30*time.Second, "the container's systemd", func() bool {
+	testutil.Eventually(t, 30*time.Second, "the container's systemd", func() bool {
 		c.leader = findInit(c.cmd.Process.Pid)
 		return c.leader != 0
 	})
 	// "starting" counts: the boot finishes only once the appliance is ready,
 	// which is what the tests look at next.
-	eventually(t, 60*time.Second, "the container's systemd to answer", func() bool {
+	testutil.Eventually(t, 60*time.Second, "the container's systemd to answer", func() bool {
 		out, _ := c.exec("systemctl", "is-system-running")
 		s := strings.TrimSpace(out)
 		return s == "starting" || s == "running" || s == "degraded"
@@ -141,7 +143,7 @@ func TestSystemd(t *testing.T) {
 
 	t.Run("ready", func(t *testing.T) {
 		// Type=notify: active only once the appliance said READY=1.
-		eventually(t, 30*time.Second, "appliance.service active", func() bool { return c.prop("ActiveState") == "active" })
+		testutil.Eventually(t, 30*time.Second, "appliance.service active", func() bool { return c.prop("ActiveState") == "active" })
 		if st := c.prop("StatusText"); st == "" {
 			t.Error("no STATUS= text from the appliance")
 		} else {
@@ -168,7 +170,7 @@ func TestSystemd(t *testing.T) {
 		}
 		// WatchdogSec=5s, RestartSec=1s: systemd should have a new
 		// appliance up within about 6 s of the last ping.
-		eventually(t, 30*time.Second, "systemd to replace the stopped appliance", func() bool {
+		testutil.Eventually(t, 30*time.Second, "systemd to replace the stopped appliance", func() bool {
 			p := c.prop("MainPID")
 			return p != pid && p != "0" && c.prop("ActiveState") == "active"
 		})
@@ -186,7 +188,7 @@ func TestSystemd(t *testing.T) {
 	})
 
 	t.Run("stop", func(t *testing.T) {
-		eventually(t, 10*time.Second, "two workers", func() bool { return len(c.workers()) == 2 })
+		testutil.Eventually(t, 10*time.Second, "two workers", func() bool { return len(c.workers()) == 2 })
 		if out, err := c.exec("systemctl", "stop", "appliance.service"); err != nil {
 			t.Fatalf("systemctl stop: %v %s", err, out)
 		}
@@ -204,7 +206,7 @@ func TestSystemd(t *testing.T) {
 // action reboots the unit: systemd-nspawn exits with 133 for a reboot.
 func TestStartLimit(t *testing.T) {
 	c := bootContainer(t, "appliance-limit")
-	eventually(t, 30*time.Second, "appliance.service active", func() bool { return c.prop("ActiveState") == "active" })
+	testutil.Eventually(t, 30*time.Second, "appliance.service active", func() bool { return c.prop("ActiveState") == "active" })
 	writeFile(t, filepath.Join(c.dir, "etc/appliance/appliance.yaml"), []byte("version: 1\nunit: {name: x}\nmedia: {workers: zero}\n"), 0o644)
 	start := time.Now()
 	if out, err := c.exec("systemctl", "restart", "--no-block", "appliance.service"); err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"appliance/internal/testutil"
 )
 
 // The hardware watchdog for real: a Debian disk image with the appliance
@@ -116,7 +118,7 @@ func TestHardwareWatchdogReset(t *testing.T) {
 		"-device", "i6300esb", "-action", "watchdog=reset",
 		"-serial", "file:"+serial, "-monitor", "none",
 		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080", port))
-	var qout syncBuffer
+	var qout testutil.SyncBuffer
 	qemu.Stdout, qemu.Stderr = &qout, &qout
 	start := time.Now()
 	if err := qemu.Start(); err != nil {
@@ -146,7 +148,7 @@ func TestHardwareWatchdogReset(t *testing.T) {
 
 	// First boot: the appliance owns and feeds the watchdog.
 	var first apiStatus
-	eventually(t, 4*time.Minute, "the appliance API on the first boot", func() bool {
+	testutil.Eventually(t, 4*time.Minute, "the appliance API on the first boot", func() bool {
 		var ok bool
 		first, ok = status()
 		return ok && first.Watchdog.Armed
@@ -160,19 +162,19 @@ func TestHardwareWatchdogReset(t *testing.T) {
 
 	// The rig freezes the appliance; nobody feeds the watchdog; QEMU resets.
 	var frozeAt time.Time
-	eventually(t, 2*time.Minute, "the rig to freeze the appliance", func() bool {
+	testutil.Eventually(t, 2*time.Minute, "the rig to freeze the appliance", func() bool {
 		if strings.Contains(serialLog(), "rig: appliance frozen") {
 			frozeAt = time.Now()
 			return true
 		}
 		return false
 	})
-	eventually(t, time.Minute, "the watchdog to reset the guest (a second boot on the console)", func() bool {
+	testutil.Eventually(t, time.Minute, "the watchdog to reset the guest (a second boot on the console)", func() bool {
 		return strings.Count(serialLog(), "Linux version") >= 2
 	})
 	resetAt := time.Since(frozeAt)
 	var second apiStatus
-	eventually(t, 4*time.Minute, "the appliance API on the second boot", func() bool {
+	testutil.Eventually(t, 4*time.Minute, "the appliance API on the second boot", func() bool {
 		var ok bool
 		second, ok = status()
 		return ok && second.Watchdog.BootCount > first.Watchdog.BootCount

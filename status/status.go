@@ -79,6 +79,9 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 	return s, nil
 }
 
+// Close releases the listener of a server that will not be served.
+func (s *Server) Close() error { return s.ln.Close() }
+
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 

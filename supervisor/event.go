@@ -1,8 +1,9 @@
 package supervisor
 
 import (
-	"sync"
 	"time"
+
+	"appliance/internal/ring"
 )
 
 // Event kinds. The strings are part of the API contract.
@@ -25,45 +26,15 @@ type Event struct {
 	PID        int       `json:"pid,omitempty"`
 }
 
-// EventLog keeps the most recent events in a ring. It is safe for concurrent
-// use, and its Add method can be given to every supervisor of a tree.
-type EventLog struct {
-	mu   sync.Mutex
-	ring []Event
-	next int
-	full bool
-}
+// EventLog keeps the most recent events. It is safe for concurrent use, and
+// its Add method can be given to every supervisor of a tree.
+type EventLog struct{ r *ring.Ring[Event] }
 
 // NewEventLog returns a log that keeps the last n events (at least 1).
-func NewEventLog(n int) *EventLog {
-	return &EventLog{ring: make([]Event, max(n, 1))}
-}
+func NewEventLog(n int) *EventLog { return &EventLog{ring.New[Event](n)} }
 
 // Add records an event.
-func (l *EventLog) Add(e Event) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.ring[l.next] = e
-	l.next++
-	if l.next == len(l.ring) {
-		l.next, l.full = 0, true
-	}
-}
+func (l *EventLog) Add(e Event) { l.r.Add(e) }
 
 // Recent returns up to n events, most recent first. n <= 0 means all kept.
-func (l *EventLog) Recent(n int) []Event {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	size := l.next
-	if l.full {
-		size = len(l.ring)
-	}
-	if n <= 0 || n > size {
-		n = size
-	}
-	out := make([]Event, 0, n)
-	for i := 1; i <= n; i++ {
-		out = append(out, l.ring[(l.next-i+len(l.ring))%len(l.ring)])
-	}
-	return out
-}
+func (l *EventLog) Recent(n int) []Event { return l.r.Recent(n) }

@@ -16,22 +16,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"appliance/internal/clock"
+	"appliance/internal/testutil"
 )
 
 func shell(script string) func() (*exec.Cmd, error) {
 	return func() (*exec.Cmd, error) { return exec.Command("/bin/sh", "-c", script), nil }
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestProcessExitReasons(t *testing.T) {
@@ -143,9 +132,9 @@ func TestProcessStopKillsGroup(t *testing.T) {
 			done := make(chan error, 1)
 			go func() { done <- sup.Serve(ctx) }()
 			var pgid int
-			eventually(t, 5*time.Second, "the process to start", func() bool { pgid = p.PID(); return pgid != 0 })
+			testutil.Eventually(t, 5*time.Second, "the process to start", func() bool { pgid = p.PID(); return pgid != 0 })
 			// Wait for the shell's child to exist in the group.
-			eventually(t, 5*time.Second, "the group to hold two processes", func() bool { return liveInGroup(pgid) >= 2 })
+			testutil.Eventually(t, 5*time.Second, "the group to hold two processes", func() bool { return liveInGroup(pgid) >= 2 })
 			cancel()
 			if err := <-done; err != nil {
 				t.Fatal(err)

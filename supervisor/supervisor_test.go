@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"appliance/internal/clock"
+	"appliance/internal/testutil"
 )
 
 // The tests drive a supervisor with a fake clock and scripted children, and
@@ -503,7 +504,7 @@ func TestProgress(t *testing.T) {
 	run := s.next(t)
 	waitProgress := func(want time.Time) {
 		t.Helper()
-		eventually(t, 5*time.Second, "progress at "+want.String(), func() bool {
+		testutil.Eventually(t, 5*time.Second, "progress at "+want.String(), func() bool {
 			last, _ := r.sup.Progress()
 			return last.Equal(want)
 		})

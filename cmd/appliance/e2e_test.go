@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"appliance/internal/testutil"
 	"appliance/media"
 	"appliance/status"
 )
@@ -51,7 +52,7 @@ func TestCrashIsolation(t *testing.T) {
 	for i := range gens {
 		gens[i] = startGen(t, in[i], pps, sendFor, uint32(0x100+i))
 	}
-	eventually(t, 10*time.Second, "every stream to relay 1000 packets", func() bool {
+	testutil.Eventually(t, 10*time.Second, "every stream to relay 1000 packets", func() bool {
 		for _, s := range u.mustReport().Streams {
 			if s.PacketsOut < 1000 {
 				return false
@@ -68,7 +69,7 @@ func TestCrashIsolation(t *testing.T) {
 	if err := syscall.Kill(victim.WorkerPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a new worker for s0", func() bool {
+	testutil.Eventually(t, 5*time.Second, "a new worker for s0", func() bool {
 		s := u.stream("s0")
 		return s.WorkerPID != 0 && s.WorkerPID != victim.WorkerPID && s.State == "running"
 	})
@@ -133,7 +134,7 @@ func TestEscalation(t *testing.T) {
 	killed := map[int]bool{}
 	for kill := 1; kill <= 4; kill++ {
 		var pid int
-		eventually(t, 10*time.Second, fmt.Sprintf("worker-0 to be up for kill %d", kill), func() bool {
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("worker-0 to be up for kill %d", kill), func() bool {
 			pid = u.stream("s0").WorkerPID
 			return pid != 0 && !killed[pid]
 		})
@@ -142,10 +143,10 @@ func TestEscalation(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 10*time.Second, "the media supervisor to give up", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the media supervisor to give up", func() bool {
 		return findEvent(u.mustReport().Events, func(e status.Event) bool { return e.Kind == "give_up" }) != nil
 	})
-	eventually(t, 10*time.Second, "the root to restart media and its workers", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the root to restart media and its workers", func() bool {
 		rep := u.mustReport()
 		for _, s := range rep.Streams {
 			if s.WorkerPID == 0 || killed[s.WorkerPID] {
@@ -193,7 +194,7 @@ func TestRootGivesUp(t *testing.T) {
 			t.Fatal("the root did not give up after 20 kills")
 		}
 		var pid int
-		eventually(t, 10*time.Second, fmt.Sprintf("a worker to kill (kill %d)", kill), func() bool {
+		testutil.Eventually(t, 10*time.Second, fmt.Sprintf("a worker to kill (kill %d)", kill), func() bool {
 			pid = u.stream("s0").WorkerPID
 			return (pid != 0 && !killed[pid]) || gaveUp()
 		})
@@ -231,7 +232,7 @@ func TestHungWorker(t *testing.T) {
 	u := startUnit(t, streamsConfig(1, ports[:1], ports[1:], map[int]uint32{0: 0x77}, "  hang_timeout: 500ms\n"))
 	probe := startProbe(t, ports[1], 7*time.Second)
 	gen := startGen(t, ports[0], 1000, 4*time.Second, 0x55)
-	eventually(t, 10*time.Second, "the stream to relay", func() bool { return u.stream("s0").PacketsOut > 500 })
+	testutil.Eventually(t, 10*time.Second, "the stream to relay", func() bool { return u.stream("s0").PacketsOut > 500 })
 
 	pid := u.stream("s0").WorkerPID
 	stoppedAt := time.Now()
@@ -240,14 +241,14 @@ func TestHungWorker(t *testing.T) {
 	}
 	defer syscall.Kill(pid, syscall.SIGKILL)
 	var ev *status.Event
-	eventually(t, 10*time.Second, "the hung worker to be detected", func() bool {
+	testutil.Eventually(t, 10*time.Second, "the hung worker to be detected", func() bool {
 		ev = findEvent(u.mustReport().Events, func(e status.Event) bool {
 			return e.Kind == "exit" && e.PID == pid && strings.Contains(e.Reason, "hung")
 		})
 		return ev != nil
 	})
 	t.Logf("hang detected %v after SIGSTOP (hang_timeout 500ms): %s", ev.Time.Sub(stoppedAt).Round(time.Millisecond), ev.Reason)
-	eventually(t, 10*time.Second, "a replacement worker", func() bool {
+	testutil.Eventually(t, 10*time.Second, "a replacement worker", func() bool {
 		s := u.stream("s0")
 		return s.WorkerPID != 0 && s.WorkerPID != pid
 	})
@@ -303,7 +304,7 @@ func TestBadInput(t *testing.T) {
 		}
 		time.Sleep(8 * time.Millisecond) // pacing a load loop, not waiting for an event
 	}
-	eventually(t, 10*time.Second, "every bad datagram to be counted", func() bool {
+	testutil.Eventually(t, 10*time.Second, "every bad datagram to be counted", func() bool {
 		return u.stream("s0").Malformed == uint64(sentBad)
 	})
 	s := u.stream("s0")
@@ -375,7 +376,7 @@ func TestDefaultConfig(t *testing.T) {
 	skipShort(t)
 	api := freeTCPAddr(t)
 	cmd := exec.Command(bin, "run", "--listen", api)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -389,7 +390,7 @@ func TestDefaultConfig(t *testing.T) {
 	}()
 	u := &unitProc{t: t, api: "http://" + api}
 	var first uint64
-	eventually(t, 15*time.Second, "the demo stream to move", func() bool {
+	testutil.Eventually(t, 15*time.Second, "the demo stream to move", func() bool {
 		rep, err := u.report()
 		if err != nil || len(rep.Streams) != 1 {
 			return false

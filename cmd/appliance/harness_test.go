@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"appliance/internal/testutil"
 	"appliance/media"
 	"appliance/status"
 )
@@ -79,41 +80,11 @@ func freeTCPAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// syncBuffer collects a process's output for the failure message.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 type unitProc struct {
 	t      *testing.T
 	cmd    *exec.Cmd
 	api    string
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	waited chan error
 }
 
@@ -127,7 +98,7 @@ func startUnit(t *testing.T, cfg string) *unitProc {
 		t.Fatal(err)
 	}
 	api := freeTCPAddr(t)
-	u := &unitProc{t: t, api: "http://" + api, logs: &syncBuffer{}, waited: make(chan error, 1)}
+	u := &unitProc{t: t, api: "http://" + api, logs: &testutil.SyncBuffer{}, waited: make(chan error, 1)}
 	u.cmd = exec.Command(bin, "run", "--config", path, "--listen", api)
 	u.cmd.Stdout, u.cmd.Stderr = u.logs, u.logs
 	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -141,7 +112,7 @@ func startUnit(t *testing.T, cfg string) *unitProc {
 			t.Logf("appliance output:\n%s", u.logs.String())
 		}
 	})
-	eventually(t, 15*time.Second, "the unit's API and workers", func() bool {
+	testutil.Eventually(t, 15*time.Second, "the unit's API and workers", func() bool {
 		rep, err := u.report()
 		if err != nil {
 			return false
@@ -208,7 +179,7 @@ func (u *unitProc) stop() {
 type jsonProc struct {
 	cmd    *exec.Cmd
 	out    bytes.Buffer
-	errb   *syncBuffer
+	errb   *testutil.SyncBuffer
 	done   chan error
 	ready  chan struct{}
 	prefix string
@@ -216,7 +187,7 @@ type jsonProc struct {
 
 func startJSON(t *testing.T, readyLine string, args ...string) *jsonProc {
 	t.Helper()
-	p := &jsonProc{cmd: exec.Command(bin, args...), errb: &syncBuffer{}, done: make(chan error, 1), ready: make(chan struct{})}
+	p := &jsonProc{cmd: exec.Command(bin, args...), errb: &testutil.SyncBuffer{}, done: make(chan error, 1), ready: make(chan struct{})}
 	p.cmd.Stdout = &p.out
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
