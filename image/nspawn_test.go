@@ -52,6 +52,10 @@ func bootContainer(t *testing.T, name string) *container {
 	dir := t.TempDir()
 	extract(t, tarball, dir)
 	installAppliance(t, dir, containerConfig, "")
+	// A persistent journal, so that it can be read after the container is gone.
+	if err := os.MkdirAll(filepath.Join(dir, "var/log/journal"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	c := &container{t: t, dir: dir, console: &testutil.SyncBuffer{}, exited: make(chan error, 1)}
 	c.cmd = exec.Command("systemd-nspawn", "-q", "-D", dir, "-M", name, "--register=no", "--keep-unit",
@@ -223,8 +227,19 @@ func TestStartLimit(t *testing.T) {
 		t.Fatal("the start limit action did not fire within 60 s")
 	}
 	t.Logf("crash loop to reboot: %v", time.Since(start).Round(10*time.Millisecond))
-	con := c.console.String()
-	if !strings.Contains(con, "Start request repeated too quickly") && !strings.Contains(con, "start-limit") {
-		t.Logf("console:\n%s", tail(con, 3000))
+	out, err := exec.Command("journalctl", "-D", filepath.Join(c.dir, "var/log/journal"), "--no-pager",
+		"-u", "appliance.service").CombinedOutput()
+	if err != nil {
+		t.Fatalf("reading the container's journal: %v\n%s", err, out)
+	}
+	journal := string(out)
+	if !strings.Contains(journal, "Start request repeated too quickly") {
+		t.Errorf("the journal does not show the start limit:\n%s", tail(journal, 3000))
+	}
+	if n := strings.Count(journal, "Failed with result 'exit-code'"); n < 5 {
+		t.Errorf("%d failed starts before the limit, want 5 (StartLimitBurst)", n)
+	}
+	if !strings.Contains(journal, "problems") && !strings.Contains(journal, "whole number") {
+		t.Errorf("the journal does not say why the appliance could not start:\n%s", tail(journal, 3000))
 	}
 }

@@ -12,8 +12,11 @@ import (
 	"strconv"
 	"time"
 
+	"appliance/health"
+	"appliance/hw"
 	"appliance/media"
 	"appliance/supervisor"
+	"appliance/watchdog"
 )
 
 // Report is the body of GET /api/v1/status. Field names are a contract:
@@ -22,6 +25,9 @@ type Report struct {
 	Unit       Unit                 `json:"unit"`
 	Streams    []media.StreamStatus `json:"streams"`
 	Supervisor supervisor.Node      `json:"supervisor"`
+	Hardware   hw.Hardware          `json:"hardware"`
+	Health     []health.Condition   `json:"health"` // active conditions, most severe first
+	Watchdog   watchdog.Status      `json:"watchdog"`
 	Events     []Event              `json:"events"` // most recent first
 }
 

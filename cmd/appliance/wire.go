@@ -1,0 +1,297 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"appliance/config"
+	"appliance/health"
+	"appliance/hw"
+	"appliance/internal/clock"
+	"appliance/media"
+	"appliance/status"
+	"appliance/supervisor"
+	"appliance/watchdog"
+)
+
+// rootIntensity is how often the root may restart a whole subtree (say,
+// media after its workers crash-looped) before it gives up on the unit. It is
+// deliberately slower than a subtree's own rule: giving up at the root means
+// the box stops feeding its watchdogs and is restarted, then reset.
+const (
+	rootIntensity = 3
+	rootPeriod    = 60 * time.Second
+	// rootHeartbeat is how often the root loop shows it is alive when
+	// nothing happens; the watchdogs are fed on it.
+	rootHeartbeat = 250 * time.Millisecond
+)
+
+// unit is the wired appliance: one instance per `appliance run`.
+type unit struct {
+	cfg     *config.Config
+	path    string // config file, "" for the embedded default
+	log     *slog.Logger
+	clk     clock.Clock
+	started time.Time
+	events  *supervisor.EventLog
+	health  *health.Tracker
+	media   *media.Manager
+	hw      *hw.Monitor
+	root    *supervisor.Supervisor
+	api     *status.Server
+	keeper  *watchdog.Keeper
+
+	mu     sync.Mutex
+	gaveUp bool
+}
+
+func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Logger) (*unit, error) {
+	u := &unit{cfg: cfg, path: path, log: log, clk: clk, started: clk.Now(),
+		events: supervisor.NewEventLog(1024), health: health.NewTracker(clk, log)}
+
+	var streams []media.StreamSpec
+	for _, s := range cfg.Streams {
+		spec := media.StreamSpec{Name: s.Name, Input: s.Input.Addr, ClockRate: s.ClockRate}
+		for _, o := range s.Outputs {
+			spec.Outputs = append(spec.Outputs, o.Addr)
+		}
+		if s.Rewrite != nil {
+			spec.RewriteSSRC = s.Rewrite.SSRC
+		}
+		streams = append(streams, spec)
+	}
+	m, err := media.NewManager(media.Options{
+		Streams:        streams,
+		Workers:        cfg.Media.Workers,
+		HangTimeout:    time.Duration(cfg.Media.HangTimeout),
+		ReportInterval: time.Duration(cfg.Media.ReportInterval),
+		Command:        []string{exe, "worker"},
+		Clock:          clk,
+		Logger:         log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	u.media = m
+
+	api, err := status.Listen(cfg.Status.Listen, u, log)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	u.api = api
+
+	links := make([]hw.LinkSpec, 0, len(cfg.HW.Links))
+	for _, l := range cfg.HW.Links {
+		links = append(links, hw.LinkSpec{Name: l.Name, Role: l.Role})
+	}
+	u.hw = hw.NewMonitor(hw.Options{
+		Sysfs: cfg.HW.Sysfs, WarnC: cfg.HW.Temperature.WarnC, CritC: cfg.HW.Temperature.CritC,
+		ClearMarginC: cfg.HW.Temperature.ClearMarginC, Links: links, LinkDebounce: time.Duration(cfg.HW.LinkDebounce),
+		Health: u.health, Clock: clk, Logger: log,
+	})
+
+	r := cfg.Media.Restart
+	mediaSup := supervisor.New(supervisor.Spec{
+		Name:       "media",
+		Strategy:   supervisor.OneForOne,
+		Intensity:  r.Intensity,
+		Period:     time.Duration(r.Period),
+		Backoff:    time.Duration(r.Backoff),
+		BackoffMax: time.Duration(r.BackoffMax),
+		Clock:      clk,
+		Events:     u.events.Add,
+		Logger:     log,
+	}, m.Children()...)
+
+	children := []supervisor.Child{
+		{Name: "hw", Service: u.hw, Restart: supervisor.Permanent, Shutdown: 2 * time.Second},
+		{Name: "media", Service: mediaSup, Restart: supervisor.Permanent, Shutdown: 10 * time.Second},
+	}
+	for i, ts := range cfg.TestSources {
+		g := &media.Generator{To: ts.To.Addr, PPS: ts.PPS, Size: ts.Size, SSRC: ts.SSRC}
+		children = append(children, supervisor.Child{
+			Name: fmt.Sprintf("test-source-%d", i), Service: g, Restart: supervisor.Permanent, Shutdown: time.Second,
+		})
+	}
+	u.root = supervisor.New(supervisor.Spec{
+		Name: "root", Strategy: supervisor.OneForOne, Intensity: rootIntensity, Period: rootPeriod,
+		Heartbeat: rootHeartbeat, Clock: clk, Events: u.events.Add, Logger: log,
+	}, children...)
+
+	if err := u.openWatchdog(); err != nil {
+		api.Close()
+		m.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// openWatchdog opens the hardware watchdog if one is configured, records
+// this boot, and sets up the keeper that feeds both watchdogs. A configured
+// device that cannot be opened does not stop the streams: it is a critical
+// condition that says what to do.
+func (u *unit) openWatchdog() error {
+	wc := u.cfg.Watchdog
+	var dev watchdog.Device
+	var bootStatus uint32
+	if wc.Device != "" {
+		d, err := watchdog.Open(wc.Device)
+		if err != nil {
+			u.health.Set("watchdog.unavailable", health.Critical, err.Error())
+		} else {
+			dev = d
+			if bs, err := d.BootStatus(); err == nil {
+				bootStatus = bs
+			}
+		}
+	}
+	rec, err := watchdog.RecordBoot(u.cfg.Unit.StateDir, bootStatus, dev != nil, u.clk.Now())
+	if err != nil {
+		u.log.Warn("boot record", "err", err)
+		u.health.Set("state.unwritable", health.Warning, err.Error())
+	}
+	u.log.Info("boot", "count", rec.BootCount, "last_reset_reason", rec.LastResetReason)
+	interval, _ := watchdog.SystemdWatchdogInterval()
+	k, err := watchdog.New(watchdog.Options{
+		Device: dev, DevicePath: wc.Device, Timeout: time.Duration(wc.Timeout),
+		Notifier: watchdog.SystemdNotifier(), SystemdInterval: interval,
+		Progress: u.root.Progress, Status: u.summary, Boot: rec, StateDir: u.cfg.Unit.StateDir,
+		Clock: u.clk, Logger: u.log,
+	})
+	if err != nil {
+		if dev != nil {
+			dev.Close()
+		}
+		return fmt.Errorf("watchdog %s: %w", wc.Device, err)
+	}
+	u.keeper = k
+	return nil
+}
+
+// summary is the one-line state systemd shows in `systemctl status`.
+func (u *unit) summary() string {
+	running := 0
+	streams := u.media.Streams()
+	for _, s := range streams {
+		if s.State == "running" {
+			running++
+		}
+	}
+	line := fmt.Sprintf("%d/%d streams running, %d workers", running, len(streams), u.cfg.Media.Workers)
+	if act := u.health.Active(); len(act) > 0 {
+		line += fmt.Sprintf("; %s: %s", act[0].Severity, act[0].Name)
+		if len(act) > 1 {
+			line += fmt.Sprintf(" (+%d more)", len(act)-1)
+		}
+	} else {
+		line += "; healthy"
+	}
+	return line
+}
+
+// run serves until ctx ends. If the root gives up, the API stays up to say
+// so and the watchdogs go hungry, so that systemd and then the hardware
+// take the next rungs of the ladder.
+func (u *unit) run(ctx context.Context) error {
+	defer u.media.Close()
+	apiCtx, stopAPI := context.WithCancel(context.Background())
+	apiDone := make(chan error, 1)
+	go func() { apiDone <- u.api.Serve(apiCtx) }()
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			u.reload()
+		}
+	}()
+
+	u.log.Info("appliance running", "unit", u.cfg.Unit.Name, "version", version,
+		"status", "http://"+u.api.Addr().String(), "streams", len(u.cfg.Streams), "workers", u.cfg.Media.Workers)
+
+	rootDone := make(chan error, 1)
+	go func() { rootDone <- u.root.Serve(ctx) }()
+	// The keeper judges the root by its progress: start it once the root
+	// has begun, so the first judgement is not "has not started".
+	for last, _ := u.root.Progress(); last.IsZero(); last, _ = u.root.Progress() {
+		time.Sleep(time.Millisecond)
+	}
+	keeperDone := make(chan error, 1)
+	go func() { keeperDone <- u.keeper.Serve(context.Background()) }()
+
+	rootErr := <-rootDone
+	if rootErr != nil && ctx.Err() == nil {
+		u.mu.Lock()
+		u.gaveUp = true
+		u.mu.Unlock()
+		u.health.Set("supervisor.gave-up", health.Critical, rootErr.Error())
+		u.log.Error("supervision root gave up; the watchdogs are no longer fed", "err", rootErr)
+		<-ctx.Done()
+	}
+	// A stop we were asked for: say so to systemd, disarm the hardware
+	// watchdog and note the clean stop for the next boot.
+	if err := u.keeper.Stop(); err != nil {
+		u.log.Warn("stopping the watchdog keeper", "err", err)
+	}
+	<-keeperDone
+	stopAPI()
+	if err := <-apiDone; err != nil {
+		return err
+	}
+	u.log.Info("appliance stopped")
+	return nil
+}
+
+// reload answers SIGHUP (systemctl reload): it checks the config file again
+// and says what a restart would change. Nothing running is touched, so a bad
+// edit can never take streams down.
+func (u *unit) reload() {
+	if u.path == "" {
+		u.log.Info("reload: running on the embedded default config; nothing to reload")
+		return
+	}
+	err := u.keeper.Reloading(func() error {
+		cfg, err := config.Load(u.path)
+		if err != nil {
+			u.log.Error("reload: the config file has problems; keeping the running config", "problems", err.Error())
+			return nil
+		}
+		u.log.Info("reload: the config file is valid; restart the service to apply it", "config", cfg.Summary())
+		return nil
+	})
+	if err != nil {
+		u.log.Warn("reload", "err", err)
+	}
+}
+
+// Report implements status.Source.
+func (u *unit) Report() status.Report {
+	u.mu.Lock()
+	state := "running"
+	if u.gaveUp {
+		state = "failed"
+	}
+	u.mu.Unlock()
+	now := u.clk.Now()
+	return status.Report{
+		Unit: status.Unit{
+			Name: u.cfg.Unit.Name, Version: version, Started: u.started,
+			UptimeS: now.Sub(u.started).Seconds(), State: state,
+		},
+		Streams:    u.media.Streams(),
+		Supervisor: u.root.Snapshot(),
+		Hardware:   u.hw.Snapshot(),
+		Health:     u.health.Active(),
+		Watchdog:   u.keeper.Snapshot(),
+		Events: status.MergeEvents(200,
+			status.SupervisorEvents(u.events.Recent(200)), status.HealthEvents(u.health.Events(200))),
+	}
+}
