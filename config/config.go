@@ -83,6 +83,7 @@ type HW struct {
 	Temperature  Temperature
 	Links        []Link
 	LinkDebounce Duration
+	PollInterval Duration // how often sensors and power supplies are read
 }
 
 // Temperature thresholds, in °C, with the hysteresis margin for clearing.

@@ -50,6 +50,7 @@ func TestDefaultsFilledIn(t *testing.T) {
 			Sysfs:        "/sys",
 			Temperature:  Temperature{WarnC: 80, CritC: 90, ClearMarginC: 5},
 			LinkDebounce: Duration(200 * time.Millisecond),
+			PollInterval: Duration(2 * time.Second),
 		},
 		Watchdog: Watchdog{Timeout: Duration(10 * time.Second)},
 	}

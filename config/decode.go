@@ -108,6 +108,7 @@ func defaults() *Config {
 			Sysfs:        "/sys",
 			Temperature:  Temperature{WarnC: 80, CritC: 90, ClearMarginC: 5},
 			LinkDebounce: Duration(200 * time.Millisecond),
+			PollInterval: Duration(2 * time.Second),
 		},
 		Watchdog: Watchdog{Timeout: Duration(10 * time.Second)},
 	}
@@ -646,6 +647,9 @@ func (d *decoder) hw(n *yaml.Node, c *Config) {
 			}
 		},
 		"link_debounce": func(v *yaml.Node) { d.duration(v, "hw: link_debounce", 0, 10*time.Second, &h.LinkDebounce) },
+		"poll_interval": func(v *yaml.Node) {
+			d.duration(v, "hw: poll_interval", 100*time.Millisecond, time.Minute, &h.PollInterval)
+		},
 	})
 	if t := h.Temperature; t.WarnC >= t.CritC && tempNode != nil {
 		d.at(tempNode, "hw: temperature", "warn_c (%g) must be below crit_c (%g)", t.WarnC, t.CritC)

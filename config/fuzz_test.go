@@ -85,7 +85,7 @@ func invariants(c *Config) string {
 		return "restart"
 	case c.HW.Temperature.WarnC >= c.HW.Temperature.CritC, c.HW.Temperature.ClearMarginC < 0:
 		return "temperature"
-	case !dur(c.HW.LinkDebounce, 0, 10*time.Second), !dur(c.Watchdog.Timeout, 2*time.Second, 10*time.Minute):
+	case !dur(c.HW.LinkDebounce, 0, 10*time.Second), !dur(c.HW.PollInterval, 100*time.Millisecond, time.Minute), !dur(c.Watchdog.Timeout, 2*time.Second, 10*time.Minute):
 		return "hw or watchdog durations"
 	case c.Watchdog.Device != "" && !strings.HasPrefix(c.Watchdog.Device, "/"):
 		return "watchdog device"
@@ -150,7 +150,7 @@ func encode(t *testing.T, c *Config) []byte {
 		"status":  m{"listen": c.Status.Listen},
 		"media": m{"workers": c.Media.Workers, "hang_timeout": c.Media.HangTimeout, "report_interval": c.Media.ReportInterval,
 			"restart": m{"intensity": r.Intensity, "period": r.Period, "backoff": r.Backoff, "backoff_max": r.BackoffMax}},
-		"hw": m{"sysfs": c.HW.Sysfs, "link_debounce": c.HW.LinkDebounce,
+		"hw": m{"sysfs": c.HW.Sysfs, "link_debounce": c.HW.LinkDebounce, "poll_interval": c.HW.PollInterval,
 			"temperature": m{"warn_c": c.HW.Temperature.WarnC, "crit_c": c.HW.Temperature.CritC, "clear_margin_c": c.HW.Temperature.ClearMarginC}},
 		"watchdog": m{"device": c.Watchdog.Device, "timeout": c.Watchdog.Timeout},
 	}

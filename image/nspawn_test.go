@@ -165,6 +165,19 @@ func TestSystemd(t *testing.T) {
 		}
 	})
 
+	t.Run("reload", func(t *testing.T) {
+		pid := c.prop("MainPID")
+		if out, err := c.exec("systemctl", "reload", "appliance.service"); err != nil {
+			t.Fatalf("systemctl reload: %v %s", err, out)
+		}
+		if c.prop("MainPID") != pid || c.prop("ActiveState") != "active" {
+			t.Errorf("reload changed the process or its state: pid %s, %s", c.prop("MainPID"), c.prop("ActiveState"))
+		}
+		testutil.Eventually(t, 10*time.Second, "the reload in the journal", func() bool {
+			return strings.Contains(c.journal(), "the config file is valid")
+		})
+	})
+
 	t.Run("hang", func(t *testing.T) {
 		pid := c.prop("MainPID")
 		restarts := c.prop("NRestarts")

@@ -94,7 +94,8 @@ func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Lo
 	u.hw = hw.NewMonitor(hw.Options{
 		Sysfs: cfg.HW.Sysfs, WarnC: cfg.HW.Temperature.WarnC, CritC: cfg.HW.Temperature.CritC,
 		ClearMarginC: cfg.HW.Temperature.ClearMarginC, Links: links, LinkDebounce: time.Duration(cfg.HW.LinkDebounce),
-		Health: u.health, Clock: clk, Logger: log,
+		PollInterval: time.Duration(cfg.HW.PollInterval),
+		Health:       u.health, Clock: clk, Logger: log,
 	})
 
 	r := cfg.Media.Restart
