@@ -95,6 +95,23 @@ func TestStatusContract(t *testing.T) {
 			t.Errorf("supervisor lacks %q", k)
 		}
 	}
+	for _, k := range []string{"hardware", "health", "watchdog"} {
+		if _, ok := body[k]; !ok {
+			t.Errorf("status lacks %q", k)
+		}
+	}
+	wd := body["watchdog"].(map[string]any)
+	for _, k := range []string{"device", "armed", "timeout_s", "last_feed", "last_reset_reason", "boot_count", "systemd"} {
+		if _, ok := wd[k]; !ok {
+			t.Errorf("watchdog lacks %q", k)
+		}
+	}
+	hwm := body["hardware"].(map[string]any)
+	for _, k := range []string{"temperatures", "power_supplies", "links"} {
+		if _, ok := hwm[k]; !ok {
+			t.Errorf("hardware lacks %q", k)
+		}
+	}
 	ev := body["events"].([]any)
 	if len(ev) != 3 || ev[1].(map[string]any)["reason"] != "killed by signal KILL" {
 		t.Errorf("events %v", ev)
