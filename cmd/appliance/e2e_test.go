@@ -376,6 +376,7 @@ func TestDefaultConfig(t *testing.T) {
 	skipShort(t)
 	api := freeTCPAddr(t)
 	cmd := exec.Command(bin, "run", "--listen", api)
+	cmd.Dir = t.TempDir() // the demo keeps its state in .appliance-state, relative to where it runs
 	logs := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
