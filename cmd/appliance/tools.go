@@ -158,6 +158,25 @@ func printReport(w io.Writer, rep status.Report) {
 		}
 	}
 	walk(rep.Supervisor, 1)
+
+	fmt.Fprintln(w, "\nHEALTH")
+	if len(rep.Health) == 0 {
+		fmt.Fprintln(w, "  ok: no active conditions")
+	}
+	for _, c := range rep.Health {
+		fmt.Fprintf(w, "  %-8s  %s  %s  (since %s)\n", c.Severity, c.Name, c.Message, c.Since.Format("15:04:05"))
+	}
+	wd := rep.Watchdog
+	device := wd.Device
+	if device == "" {
+		device = "none"
+	}
+	feeding := "feeding"
+	if !wd.Feeding {
+		feeding = "NOT feeding: " + wd.Reason
+	}
+	fmt.Fprintf(w, "\nWATCHDOG  device %s  armed %v  systemd %v  %s  boot %d  last reset: %s\n",
+		device, wd.Armed, wd.Systemd, feeding, wd.BootCount, wd.LastResetReason)
 	if len(rep.Events) > 0 {
 		fmt.Fprintln(w, "\nRECENT EVENTS")
 		for i, e := range rep.Events {
