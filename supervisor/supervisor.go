@@ -236,6 +236,10 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 			if inst.c.inst != inst {
 				continue // an instance already stopped by the supervisor
 			}
+			if ctx.Err() != nil {
+				s.recordExit(inst) // shutting down: nothing restarts
+				continue
+			}
 			if err := s.exited(cctx, inst); err != nil {
 				s.setState("failed")
 				return err
@@ -272,11 +276,7 @@ func (s *Supervisor) setState(state string) {
 func (s *Supervisor) exited(ctx context.Context, inst *instance) error {
 	c := inst.c
 	reason := exitReason(inst.err)
-	s.mu.Lock()
-	pid := c.pid
-	c.inst, c.pid, c.lastExit, c.state, c.since = nil, 0, reason, "stopped", s.clk.Now()
-	s.mu.Unlock()
-	s.emit(Event{Kind: EventExit, Child: c.Name, Reason: reason, PID: pid}, inst.err != nil)
+	s.recordExit(inst)
 
 	if !restarts(c.Restart, inst.err) {
 		return nil
@@ -324,6 +324,17 @@ func (s *Supervisor) exited(ctx context.Context, inst *instance) error {
 		s.startDue(ctx)
 	}
 	return nil
+}
+
+// recordExit notes that a child exited on its own, with why.
+func (s *Supervisor) recordExit(inst *instance) {
+	c := inst.c
+	reason := exitReason(inst.err)
+	s.mu.Lock()
+	pid := c.pid
+	c.inst, c.pid, c.lastExit, c.state, c.since = nil, 0, reason, "stopped", s.clk.Now()
+	s.mu.Unlock()
+	s.emit(Event{Kind: EventExit, Child: c.Name, Reason: reason, PID: pid}, inst.err != nil)
 }
 
 func restarts(r RestartType, err error) bool {
@@ -422,7 +433,11 @@ type startReporter interface{ reportsStart() }
 type startHookKey struct{}
 
 func (s *Supervisor) start(ctx context.Context, c *child) {
-	ictx, cancel := context.WithCancel(ctx)
+	// A child's context carries the tree's values but not its parent's
+	// cancellation: the supervisor stops its children itself, one at a time
+	// in reverse start order, and a child must not see the shutdown before
+	// its turn.
+	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	inst := &instance{c: c, cancel: cancel, done: make(chan struct{}), stopping: make(chan struct{}), started: s.clk.Now()}
 	if _, ok := c.Service.(startReporter); ok {
 		ictx = context.WithValue(ictx, startHookKey{}, func(pid int) {

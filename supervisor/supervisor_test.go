@@ -168,17 +168,28 @@ func children(names ...string) ([]Child, map[string]*script) {
 var errCrash = errors.New("crash")
 
 func TestStartInOrderStopInReverse(t *testing.T) {
-	cs, sc := children("a", "b", "c")
+	// Each child notes the end of its context before it returns: so the
+	// notes are in the order the supervisor stopped them, one at a time,
+	// never all at once with the supervisor's own context.
+	ended := make(chan string, 3)
+	var cs []Child
+	for _, n := range []string{"a", "b", "c"} {
+		cs = append(cs, Child{Name: n, Shutdown: time.Second, Service: ServiceFunc(func(ctx context.Context) error {
+			<-ctx.Done()
+			ended <- n
+			return nil
+		})})
+	}
 	r := newRig(t, Spec{}, cs...)
 	r.serve()
 	r.expect("start a", "start b", "start c")
-	for _, n := range []string{"a", "b", "c"} {
-		sc[n].next(t)
-	}
 	r.cancel()
 	r.expect("stop c", "stop b", "stop a")
 	if err := r.wait(); err != nil {
 		t.Fatalf("Serve after cancel: %v, want nil", err)
+	}
+	if got := []string{<-ended, <-ended, <-ended}; fmt.Sprint(got) != "[c b a]" {
+		t.Errorf("children stopped in order %v, want [c b a]", got)
 	}
 }
 
