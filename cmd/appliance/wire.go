@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -154,23 +155,35 @@ func (u *unit) openWatchdog() error {
 		}
 	}
 	rec, err := watchdog.RecordBoot(u.cfg.Unit.StateDir, bootStatus, dev != nil, u.clk.Now())
-	if err != nil {
+	switch {
+	case errors.Is(err, watchdog.ErrCorruptState):
+		// Kept aside as boot.json.corrupt; the new record is saved.
+		u.log.Warn("boot record was damaged; counting starts again", "err", err)
+	case err != nil:
 		u.log.Warn("boot record", "err", err)
 		u.health.Set("state.unwritable", health.Warning, err.Error())
 	}
 	u.log.Info("boot", "count", rec.BootCount, "last_reset_reason", rec.LastResetReason)
 	interval, _ := watchdog.SystemdWatchdogInterval()
-	k, err := watchdog.New(watchdog.Options{
+	opts := watchdog.Options{
 		Device: dev, DevicePath: wc.Device, Timeout: time.Duration(wc.Timeout),
 		Notifier: watchdog.SystemdNotifier(), SystemdInterval: interval,
 		Progress: u.root.Progress, Status: u.summary, Boot: rec, StateDir: u.cfg.Unit.StateDir,
 		Clock: u.clk, Logger: u.log,
-	})
-	if err != nil {
-		if dev != nil {
-			dev.Close()
+	}
+	k, err := watchdog.New(opts)
+	if err != nil && dev != nil {
+		// The device refused the timeout: disarm it and go on without it,
+		// as when it cannot be opened.
+		u.health.Set("watchdog.unavailable", health.Critical, err.Error())
+		if derr := dev.Disarm(); derr != nil {
+			u.log.Error("disarming the watchdog device", "err", derr)
 		}
-		return fmt.Errorf("watchdog %s: %w", wc.Device, err)
+		opts.Device = nil
+		k, err = watchdog.New(opts)
+	}
+	if err != nil {
+		return fmt.Errorf("watchdog keeper: %w", err)
 	}
 	u.keeper = k
 	return nil
@@ -259,18 +272,17 @@ func (u *unit) reload() {
 		u.log.Info("reload: running on the embedded default config; nothing to reload")
 		return
 	}
+	var cfg *config.Config
 	err := u.keeper.Reloading(func() error {
-		cfg, err := config.Load(u.path)
-		if err != nil {
-			u.log.Error("reload: the config file has problems; keeping the running config", "problems", err.Error())
-			return nil
-		}
-		u.log.Info("reload: the config file is valid; restart the service to apply it", "config", cfg.Summary())
-		return nil
+		var err error
+		cfg, err = config.Load(u.path)
+		return err
 	})
 	if err != nil {
-		u.log.Warn("reload", "err", err)
+		u.log.Error("reload: the config file has problems; keeping the running config", "problems", err.Error())
+		return
 	}
+	u.log.Info("reload: the config file is valid; restart the service to apply it", "config", cfg.Summary())
 }
 
 // Report implements status.Source.
