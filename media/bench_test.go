@@ -2,7 +2,6 @@ package media
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
 )
 
 // The relay benchmark runs each relay as a child process (this test binary
@@ -166,64 +164,40 @@ func runPlain(tb testing.TB, count, size int) relayRun {
 func runWorker(tb testing.TB, count, size int) relayRun {
 	in, inAddr, sink, closeAll := benchInput(tb)
 	defer closeAll()
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	parent, child := os.NewFile(uintptr(fds[0]), "ctl"), os.NewFile(uintptr(fds[1]), "ctl-child")
-	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), benchChildEnv+"=worker")
-	cmd.ExtraFiles = []*os.File{child, in}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	child.Close()
-	conn, err := net.FileConn(parent)
-	parent.Close()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close()
+	tw := startTestWorker(tb, 0)
 	ssrc := uint32(0x1234)
-	a := assignment{ReportInterval: int64(100 * time.Millisecond), Streams: []assignedStream{{
-		Index: 0, Name: "bench", FD: 4, Outputs: []netip.AddrPort{sink}, ClockRate: 90000, RewriteSSRC: &ssrc,
-	}}}
-	if err := json.NewEncoder(conn).Encode(&a); err != nil {
-		tb.Fatal(err)
-	}
-	dec := json.NewDecoder(conn)
-	owned := map[int]bool{0: true}
-	if _, err := decodeReport(dec, owned); err != nil {
-		tb.Fatal(err)
-	}
+	tw.add(0, in, []netip.AddrPort{sink}, &ssrc, RoleForward)
 	blast(tb, inAddr, count, size)
-	// Wait until the worker has drained its input: two reports in a row
-	// with the same count.
+	// Wait until the worker has drained its input: reports a few intervals
+	// apart with the same count.
 	var last, prev uint64
 	for i := 0; ; i++ {
-		r, err := decodeReport(dec, owned)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		last = r.Streams[0].Counters.PacketsOut
+		last = tw.stream(0).Counters.PacketsOut
 		if i > 0 && last == prev {
 			break
 		}
 		prev = last
+		for j := 0; j < 4; j++ {
+			tw.report()
+		}
 	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
+	_ = tw.cmd.Process.Signal(syscall.SIGTERM)
 	for {
-		r, err := decodeReport(dec, owned)
+		_ = tw.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		typ, body, err := tw.fr.next()
 		if err != nil {
 			break
 		}
-		last = r.Streams[0].Counters.PacketsOut
+		if typ == msgReport {
+			if r, err := decodeReport(body); err == nil && len(r.Streams) == 1 {
+				last = r.Streams[0].Counters.PacketsOut
+			}
+		}
 	}
-	if err := cmd.Wait(); err != nil {
+	if err := tw.cmd.Wait(); err != nil {
 		tb.Fatal(err)
 	}
-	cpu, rss := usage(cmd.ProcessState)
+	cpu, rss := usage(tw.cmd.ProcessState)
 	// The worker's idle time before and after the burst is a few reports:
 	// counted against it, which only makes the comparison harder for it.
 	return relayRun{relayed: last, cpu: cpu, maxRSS: rss}
@@ -273,7 +247,7 @@ func BenchmarkRelayHandle(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
 		copy(buf, pkt)
 		buf[2], buf[3] = byte(i>>8), byte(i)
-		if r.handle(buf, len(pkt), int64(i)*1e6) == nil {
+		if r.handle(buf, len(pkt), time.Duration(i)*time.Millisecond) == nil {
 			b.Fatal("dropped")
 		}
 	}

@@ -2,22 +2,22 @@ package media
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"appliance/health"
 	"appliance/internal/clock"
 	"appliance/supervisor"
 )
@@ -31,90 +31,108 @@ type StreamSpec struct {
 	RewriteSSRC *uint32
 }
 
-// Options configures a Manager.
+// sameRelay reports whether two specs relay alike: an update is needed otherwise.
+func (s StreamSpec) sameRelay(o StreamSpec) bool {
+	if s.ClockRate != o.ClockRate || !slices.Equal(s.Outputs, o.Outputs) || (s.RewriteSSRC == nil) != (o.RewriteSSRC == nil) {
+		return false
+	}
+	return s.RewriteSSRC == nil || *s.RewriteSSRC == *o.RewriteSSRC
+}
+
+// Alarms is where the manager raises and clears its health conditions:
+// stream.failed:<stream> and output.failing:<stream>:<address>.
+type Alarms interface {
+	Set(name string, sev health.Severity, msg string)
+	Clear(name string)
+}
+
+// Options configures a Manager. The defaults of every setting are the
+// config package's; here zero is an error, not a second default.
 type Options struct {
-	Streams        []StreamSpec
-	Workers        int           // worker processes; streams are spread over them
-	HangTimeout    time.Duration // a worker silent this long is killed and restarted
-	ReportInterval time.Duration // how often workers report (and so heartbeat)
+	Streams          []StreamSpec
+	Workers          int           // worker processes; streams are spread over them
+	HangTimeout      time.Duration // a worker silent this long is killed and restarted
+	ReportInterval   time.Duration // how often workers report (and so heartbeat)
+	StandbyRing      time.Duration // how much recent input a standby stream keeps
+	OutputAlarmAfter time.Duration // how long an output fails before its condition is raised
 	// Command is the argv that starts a worker: normally this binary with the
 	// hidden "worker" subcommand.
 	Command []string
-	Env     []string // extra environment for workers
+	Env     []string  // extra environment for workers
+	Stderr  io.Writer // where workers' stderr goes; os.Stderr if nil
+	Alarms  Alarms    // may be nil
 	Clock   clock.Clock
 	Logger  *slog.Logger
 }
 
+// Errors callers branch on.
+var (
+	ErrNoStream   = errors.New("no such stream")
+	ErrNotCarried = errors.New("stream is not carried")
+)
+
+// bindRetry is how often an input that could not be bound is tried again.
+const bindRetry = 2 * time.Second
+
+// ackTimeout bounds the wait for a worker to confirm a change.
+const ackTimeout = 5 * time.Second
+
 // Manager is the parent side of the media workers. It owns each stream's
-// input socket for its whole life, so a worker that crashes leaves the
-// stream's packets queued in the kernel for the next worker rather than
+// input socket for the stream's whole life, so a worker that crashes leaves
+// the stream's packets queued in the kernel for the next worker rather than
 // dropped; and it keeps each stream's counters and continuity state, so they
 // survive any number of worker restarts.
+//
+// Three paths meet here and never wait for each other: control (Apply,
+// SetRole, worker starts) under mu; each worker's report path, which only
+// touches the streams that worker carries; and readers (the API), which take
+// no lock at all and read what the report path published.
 type Manager struct {
-	opts    Options
-	log     *slog.Logger
-	clk     clock.Clock
-	inputs  []*os.File
-	workers []*worker
+	opts Options
+	log  *slog.Logger
+	clk  clock.Clock
 
-	mu      sync.Mutex
-	streams []*streamState
+	ctlMu sync.Mutex // one control operation at a time
+
+	mu      sync.Mutex // the stream table and the workers' assignments
+	byName  map[string]*stream
+	order   []*stream
+	workers []*mworker
+	nextSID uint32
+
+	nextReq atomic.Uint64
+	table   atomic.Pointer[[]*stream] // in configuration order, for readers
+	stopped atomic.Bool
+
+	raised map[string]bool // alarms raised, owned by Serve
 }
 
-type streamState struct {
-	spec     StreamSpec
-	worker   int
-	base     Counters // totals of workers that have exited
-	cur      Counters // the live worker's latest report
-	cont     Continuity
-	up       bool // a worker is relaying it
-	reported bool // the live worker has reported at least once
-	pid      int
-	starts   int
-	// rate over roughly a second, from the reports
-	rateAt      time.Time
-	rateBytes   uint64
-	ratePackets uint64
-	bitrate     float64
-	pps         float64
-}
-
-// NewManager binds every stream's input. An input that cannot be bound is an
-// error naming the stream: nothing is started.
+// NewManager binds every stream's input and spreads the streams over the
+// workers. An input that cannot be bound fails that stream only: it is
+// tried again every few seconds, and the rest of the unit runs.
 func NewManager(o Options) (*Manager, error) {
+	switch {
+	case o.Workers < 1:
+		return nil, fmt.Errorf("media: %d workers; at least 1", o.Workers)
+	case o.ReportInterval <= 0 || o.HangTimeout <= 0:
+		return nil, fmt.Errorf("media: report interval %v and hang timeout %v must be positive", o.ReportInterval, o.HangTimeout)
+	case o.StandbyRing < 0 || o.OutputAlarmAfter < 0:
+		return nil, fmt.Errorf("media: standby ring %v and output alarm delay %v must not be negative", o.StandbyRing, o.OutputAlarmAfter)
+	case len(o.Command) == 0:
+		return nil, errors.New("media: no worker command")
+	}
 	if o.Clock == nil {
 		o.Clock = clock.Real()
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	if o.Workers < 1 {
-		o.Workers = 1
+	if o.Stderr == nil {
+		o.Stderr = os.Stderr
 	}
-	if o.ReportInterval <= 0 {
-		o.ReportInterval = 100 * time.Millisecond
-	}
-	if len(o.Command) == 0 {
-		return nil, errors.New("media: no worker command")
-	}
-	m := &Manager{opts: o, log: o.Logger, clk: o.Clock}
-	for i, s := range o.Streams {
-		f, err := bindInput(s.Input)
-		if err != nil {
-			m.Close()
-			return nil, fmt.Errorf("stream %s: input udp://%v: %w", s.Name, s.Input, err)
-		}
-		m.inputs = append(m.inputs, f)
-		m.streams = append(m.streams, &streamState{spec: s, worker: i % o.Workers})
-	}
-	n := min(o.Workers, len(o.Streams))
-	for w := 0; w < n; w++ {
-		wk := &worker{m: m, id: w}
-		for i, st := range m.streams {
-			if st.worker == w {
-				wk.streams = append(wk.streams, i)
-			}
-		}
+	m := &Manager{opts: o, log: o.Logger, clk: o.Clock, byName: map[string]*stream{}, raised: map[string]bool{}}
+	for w := 0; w < o.Workers; w++ {
+		wk := &mworker{m: m, id: w, streams: map[uint32]*stream{}}
 		wk.proc = &supervisor.Process{
 			Name:        wk.name(),
 			Command:     wk.command,
@@ -125,6 +143,17 @@ func NewManager(o Options) (*Manager, error) {
 		}
 		m.workers = append(m.workers, wk)
 	}
+	m.mu.Lock()
+	for _, s := range o.Streams {
+		if _, dup := m.byName[s.Name]; dup {
+			m.mu.Unlock()
+			m.Close()
+			return nil, fmt.Errorf("media: stream %s is listed twice", s.Name)
+		}
+		m.order = append(m.order, m.addLocked(s, nil))
+	}
+	m.publishLocked()
+	m.mu.Unlock()
 	return m, nil
 }
 
@@ -140,9 +169,10 @@ func bindInput(ap netip.AddrPort) (*os.File, error) {
 	return c.File()
 }
 
-// Children returns one supervised child per worker process, in order.
+// Children returns the supervised children: the stream keeper (input
+// retries and alarms), then one child per worker process.
 func (m *Manager) Children() []supervisor.Child {
-	out := make([]supervisor.Child, 0, len(m.workers))
+	out := []supervisor.Child{{Name: "streams", Service: supervisor.ServiceFunc(m.Serve), Restart: supervisor.Permanent, Shutdown: time.Second}}
 	for _, w := range m.workers {
 		out = append(out, supervisor.Child{Name: w.name(), Service: w.proc, Restart: supervisor.Permanent, Shutdown: 2 * time.Second})
 	}
@@ -151,210 +181,384 @@ func (m *Manager) Children() []supervisor.Child {
 
 // Close releases the input sockets. Call it after the workers have stopped.
 func (m *Manager) Close() {
-	for _, f := range m.inputs {
-		f.Close()
-	}
-	m.inputs = nil
-}
-
-// StreamStatus is one stream as the API shows it. The JSON names are a contract.
-type StreamStatus struct {
-	Name       string   `json:"name"`
-	State      string   `json:"state"` // starting, running, idle (no input), restarting
-	Worker     int      `json:"worker"`
-	WorkerPID  int      `json:"worker_pid"`
-	Input      string   `json:"input"`
-	Outputs    []string `json:"outputs"`
-	BitrateBps float64  `json:"bitrate_bps"`
-	PacketRate float64  `json:"packet_rate"`
-	Restarts   int      `json:"restarts"`
-	Counters
-}
-
-// idleAfter is how long without input before a stream shows as idle.
-const idleAfter = time.Second
-
-// Streams returns every stream's status, in configuration order.
-func (m *Manager) Streams() []StreamStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.clk.Now()
-	out := make([]StreamStatus, 0, len(m.streams))
-	for _, st := range m.streams {
-		c := st.base
-		c.Add(st.cur)
-		s := StreamStatus{
-			Name: st.spec.Name, Worker: st.worker, Input: "udp://" + st.spec.Input.String(),
-			Counters: c, Restarts: max(st.starts-1, 0),
+	for _, st := range m.byName {
+		if st.input != nil {
+			st.input.Close()
+			st.input = nil
 		}
-		for _, o := range st.spec.Outputs {
-			s.Outputs = append(s.Outputs, "udp://"+o.String())
+	}
+}
+
+// SetStopped marks every stream stopped (true) for good: the supervision
+// root gave up, and no worker will come back.
+func (m *Manager) SetStopped(stopped bool) { m.stopped.Store(stopped) }
+
+// addLocked creates a stream, binds its input and places it on a worker.
+// With waits set, the worker's confirmation is collected there.
+func (m *Manager) addLocked(spec StreamSpec, waits *[]waiter) *stream {
+	m.nextSID++
+	st := &stream{sid: m.nextSID, name: spec.Name, outBase: map[netip.AddrPort]outCount{}}
+	st.spec.Store(&spec)
+	m.byName[spec.Name] = st
+	m.bindLocked(st, waits)
+	st.mu.Lock()
+	st.publishLocked(m.mono())
+	st.mu.Unlock()
+	return st
+}
+
+// bindLocked binds the input and places the stream, or records why not.
+func (m *Manager) bindLocked(st *stream, waits *[]waiter) {
+	spec := st.spec.Load()
+	f, err := bindInput(spec.Input)
+	if err != nil {
+		why := fmt.Sprintf("input udp://%v cannot be bound: %v; free the port or fix the input address (retried every %v)", spec.Input, err, bindRetry)
+		if old := st.failure.Load(); old == nil || *old != why {
+			m.log.Error("stream not carried", "stream", st.name, "reason", why)
 		}
+		st.failure.Store(&why)
+		st.bindAt = m.mono() + bindRetry
+		return
+	}
+	if st.failure.Load() != nil {
+		m.log.Info("stream input bound", "stream", st.name, "input", spec.Input)
+	}
+	st.failure.Store(nil)
+	st.input = f
+	w := m.leastLoaded()
+	w.streams[st.sid] = st
+	st.w = w
+	st.mu.Lock()
+	st.worker = w.id
+	st.mu.Unlock()
+	if wc := w.conn; wc != nil {
+		wc.own(w.streams)
+		ws, err := wc.sendAdds(m, []*stream{st})
+		if err != nil {
+			m.log.Warn("sending a stream to its worker", "stream", st.name, "worker", w.name(), "err", err)
+		}
+		if waits != nil {
+			*waits = append(*waits, ws...)
+		}
+	}
+}
+
+func (m *Manager) leastLoaded() *mworker {
+	best := m.workers[0]
+	for _, w := range m.workers[1:] {
+		if len(w.streams) < len(best.streams) {
+			best = w
+		}
+	}
+	return best
+}
+
+func (m *Manager) publishLocked() {
+	t := slices.Clone(m.order)
+	m.table.Store(&t)
+}
+
+// ApplyResult says what Apply did, by stream name.
+type ApplyResult struct {
+	Added     []string `json:"added"`
+	Removed   []string `json:"removed"`
+	Changed   []string `json:"changed"`
+	Unchanged []string `json:"unchanged"`
+	// Failed names the streams that are configured but not carried, with why.
+	Failed map[string]string `json:"failed,omitempty"`
+}
+
+// Apply makes the running streams those of specs: new streams get their
+// input bound here and are handed to the least-loaded worker; removed
+// streams are released, and their ports are free when Apply returns;
+// changed outputs, rewrite or clock rate change in place; a changed input
+// address replaces the stream. Streams that did not change are not touched.
+func (m *Manager) Apply(ctx context.Context, specs []StreamSpec) (ApplyResult, error) {
+	m.ctlMu.Lock()
+	defer m.ctlMu.Unlock()
+	res := ApplyResult{Added: []string{}, Removed: []string{}, Changed: []string{}, Unchanged: []string{}}
+	want := make(map[string]StreamSpec, len(specs))
+	for _, s := range specs {
+		if _, dup := want[s.Name]; dup {
+			return res, fmt.Errorf("stream %s is listed twice", s.Name)
+		}
+		want[s.Name] = s
+	}
+
+	// Removals and updates first, so that a stream that moves its input
+	// or a new one that takes a removed one's port can bind it.
+	var waits []waiter
+	replaced := map[string]bool{}
+	m.mu.Lock()
+	for _, st := range m.order {
+		cur := st.spec.Load()
+		d, keep := want[st.name]
 		switch {
-		case !st.up && st.starts > 0:
-			s.State = "restarting"
-		case !st.up || !st.reported:
-			s.State = "starting"
-		case c.LastInUnixNano == 0 || now.Sub(time.Unix(0, c.LastInUnixNano)) > idleAfter:
-			s.State = "idle"
+		case !keep || d.Input != cur.Input:
+			waits = append(waits, m.removeLocked(st)...)
+			if keep {
+				replaced[st.name] = true
+			} else {
+				res.Removed = append(res.Removed, st.name)
+			}
+		case !d.sameRelay(*cur):
+			st.spec.Store(&d)
+			if st.w != nil && st.w.conn != nil {
+				ws, err := st.w.conn.sendUpdate(m, st)
+				if err != nil {
+					m.log.Warn("sending a change to a worker", "stream", st.name, "err", err)
+				}
+				waits = append(waits, ws...)
+			}
+			res.Changed = append(res.Changed, st.name)
 		default:
-			s.State = "running"
+			res.Unchanged = append(res.Unchanged, st.name)
 		}
-		if st.up {
-			s.WorkerPID = st.pid
-			if s.State == "running" {
-				s.BitrateBps, s.PacketRate = st.bitrate, st.pps
+	}
+	m.mu.Unlock()
+	failed := m.await(ctx, waits)
+
+	waits = waits[:0]
+	m.mu.Lock()
+	order := make([]*stream, 0, len(specs))
+	for _, s := range specs {
+		st := m.byName[s.Name]
+		if st == nil {
+			st = m.addLocked(s, &waits)
+			if replaced[s.Name] {
+				res.Changed = append(res.Changed, s.Name)
+			} else {
+				res.Added = append(res.Added, s.Name)
 			}
 		}
-		if s.Outputs == nil {
-			s.Outputs = []string{}
+		order = append(order, st)
+	}
+	m.order = order
+	m.publishLocked()
+	m.mu.Unlock()
+	for sid, why := range m.await(ctx, waits) {
+		failed[sid] = why
+	}
+
+	for _, st := range *m.table.Load() {
+		why := failed[st.sid]
+		if f := st.failure.Load(); f != nil {
+			why = *f
 		}
-		out = append(out, s)
-	}
-	return out
-}
-
-// worker is the parent's handle on one worker process.
-type worker struct {
-	m       *Manager
-	id      int
-	streams []int // indexes into m.streams
-	proc    *supervisor.Process
-	// ctrl is the parent's end of the control socket of the process being
-	// started: made by command, taken by attach (the supervisor calls them in
-	// that order, from one goroutine).
-	ctrl *os.File
-}
-
-func (w *worker) name() string { return fmt.Sprintf("worker-%d", w.id) }
-
-func (w *worker) command() (*exec.Cmd, error) {
-	if w.ctrl != nil {
-		w.ctrl.Close()
-		w.ctrl = nil
-	}
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
-	}
-	parent, child := os.NewFile(uintptr(fds[0]), "control"), os.NewFile(uintptr(fds[1]), "control-worker")
-	files := []*os.File{child}
-	for _, i := range w.streams {
-		// The supervisor closes what it passed once the child has it, so the
-		// child gets a duplicate: the original stays with the manager.
-		fd, err := unix.FcntlInt(w.m.inputs[i].Fd(), unix.F_DUPFD_CLOEXEC, 3)
-		if err != nil {
-			parent.Close()
-			for _, f := range files {
-				f.Close()
+		if why != "" {
+			if res.Failed == nil {
+				res.Failed = map[string]string{}
 			}
-			return nil, fmt.Errorf("stream %s: duplicating input: %w", w.m.streams[i].spec.Name, err)
+			res.Failed[st.name] = why
 		}
-		files = append(files, os.NewFile(uintptr(fd), w.m.streams[i].spec.Name))
 	}
-	argv := w.m.opts.Command
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.ExtraFiles = files
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.Env = append(os.Environ(), w.m.opts.Env...)
-	w.ctrl = parent
-	return cmd, nil
+	return res, nil
 }
 
-func (w *worker) attach(ctx context.Context, p *supervisor.Proc) error {
-	ctrl := w.ctrl
-	w.ctrl = nil
-	if ctrl == nil {
-		return errors.New("no control socket")
-	}
-	conn, err := net.FileConn(ctrl)
-	ctrl.Close()
-	if err != nil {
-		return fmt.Errorf("control socket: %w", err)
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-
-	a, owned := w.assign(p.PID)
-	_ = conn.SetWriteDeadline(time.Now().Add(5 * time.Second))
-	if err := json.NewEncoder(conn).Encode(&a); err != nil {
-		if ctx.Err() != nil {
-			return nil
+// removeLocked takes a stream off its worker and closes the parent's copy of
+// its input. The waiters say when the worker has closed its copy too.
+func (m *Manager) removeLocked(st *stream) []waiter {
+	var waits []waiter
+	delete(m.byName, st.name)
+	st.removed = true
+	if w := st.w; w != nil {
+		delete(w.streams, st.sid)
+		st.w = nil
+		if wc := w.conn; wc != nil {
+			wc.own(w.streams)
+			ws, err := wc.sendRemove(m, st)
+			if err != nil {
+				m.log.Warn("removing a stream from its worker", "stream", st.name, "err", err)
+			}
+			waits = ws
 		}
-		return fmt.Errorf("sending assignment: %w", err)
 	}
-	defer w.exited()
+	if st.input != nil {
+		st.input.Close()
+		st.input = nil
+	}
+	return waits
+}
 
-	dec := json.NewDecoder(conn)
+// await waits for the workers' confirmations and returns the refusals by stream.
+func (m *Manager) await(ctx context.Context, waits []waiter) map[uint32]string {
+	failed := map[uint32]string{}
+	if len(waits) == 0 {
+		return failed
+	}
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	for _, w := range waits {
+		select {
+		case ack, ok := <-w.ch:
+			if !ok {
+				continue // the worker died; its successor starts from the table
+			}
+			for _, e := range ack.Errors {
+				failed[e.SID] = e.Error
+			}
+		case <-ctx.Done():
+			for _, sid := range w.sids {
+				failed[sid] = fmt.Sprintf("%s did not confirm within %v", w.worker, ackTimeout)
+			}
+		}
+	}
+	return failed
+}
+
+// RoleResult is a worker's answer to a role change.
+type RoleResult struct {
+	// LastForwarded is the input sequence number of the last packet the
+	// stream forwarded before the change, if it forwarded any.
+	LastForwarded *uint16 `json:"last_forwarded,omitempty"`
+	Replayed      int     `json:"replayed"` // packets sent from the ring
+}
+
+// SetRole puts a stream in standby (it reads and counts its input and keeps
+// the most recent packets in a ring, sending nothing) or in forward. With
+// from set, forwarding starts at that input sequence number: what the ring
+// holds from it is sent first, and the output continues the stream's SSRC,
+// sequence and timestamp numbering. The role outlives worker restarts.
+func (m *Manager) SetRole(ctx context.Context, name, role string, from *uint16) (RoleResult, error) {
+	if role != RoleForward && role != RoleStandby {
+		return RoleResult{}, fmt.Errorf("role %q: use %s or %s", role, RoleForward, RoleStandby)
+	}
+	if from != nil && role != RoleForward {
+		return RoleResult{}, errors.New("a starting sequence number goes with role forward only")
+	}
+	m.ctlMu.Lock()
+	defer m.ctlMu.Unlock()
+	m.mu.Lock()
+	st := m.byName[name]
+	if st == nil {
+		m.mu.Unlock()
+		return RoleResult{}, fmt.Errorf("%w: %s", ErrNoStream, name)
+	}
+	st.standby.Store(role == RoleStandby)
+	if f := st.failure.Load(); f != nil {
+		m.mu.Unlock()
+		return RoleResult{}, fmt.Errorf("%w: %s: %s", ErrNotCarried, name, *f)
+	}
+	var wc *wconn
+	if st.w != nil {
+		wc = st.w.conn
+	}
+	if wc == nil {
+		m.mu.Unlock()
+		return RoleResult{}, fmt.Errorf("%w: %s: its worker is restarting; it starts as %s", ErrNotCarried, name, role)
+	}
+	wt, err := wc.sendRole(m, st, role, from)
+	m.mu.Unlock()
+	if err != nil {
+		return RoleResult{}, fmt.Errorf("stream %s: telling its worker: %w", name, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
+	defer cancel()
+	select {
+	case ack, ok := <-wt.ch:
+		if !ok {
+			return RoleResult{}, fmt.Errorf("%w: %s: its worker exited before confirming; it restarts as %s", ErrNotCarried, name, role)
+		}
+		if len(ack.Errors) > 0 {
+			return RoleResult{}, fmt.Errorf("stream %s: %s", name, ack.Errors[0].Error)
+		}
+		return RoleResult{LastForwarded: ack.LastForwarded, Replayed: ack.Replayed}, nil
+	case <-ctx.Done():
+		return RoleResult{}, fmt.Errorf("stream %s: %s did not confirm the role change within %v", name, wt.worker, ackTimeout)
+	}
+}
+
+// Serve keeps the streams: it binds inputs that could not be bound before,
+// and raises and clears the stream and output conditions. It is a child of
+// the media supervisor.
+func (m *Manager) Serve(ctx context.Context) error {
+	t := m.clk.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	defer m.clearAlarms()
 	for {
-		r, err := decodeReport(dec, owned)
-		if err != nil {
-			// The worker's end closing (EOF, or a reset when it died with
-			// unread data) means it exited: its exit status tells why.
-			if ctx.Err() != nil || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) {
-				return nil
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C():
+			m.retryBinds()
+			m.alarms()
+		}
+	}
+}
+
+func (m *Manager) retryBinds() {
+	now := m.mono()
+	m.ctlMu.Lock()
+	defer m.ctlMu.Unlock()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, st := range m.order {
+		if st.input == nil && !st.removed && now >= st.bindAt {
+			m.bindLocked(st, nil)
+		}
+	}
+}
+
+func (m *Manager) alarms() {
+	if m.opts.Alarms == nil {
+		return
+	}
+	want := map[string]bool{}
+	now := m.mono()
+	for _, st := range *m.table.Load() {
+		if f := st.failure.Load(); f != nil {
+			name := "stream.failed:" + st.name
+			want[name] = true
+			m.opts.Alarms.Set(name, health.Critical, fmt.Sprintf("stream %s is not carried: %s", st.name, *f))
+			continue
+		}
+		v := st.view.Load()
+		if v == nil || !v.up {
+			continue
+		}
+		for _, o := range v.outputs {
+			if o.State == "ok" || now-o.badSince < m.opts.OutputAlarmAfter {
+				continue
 			}
-			return err
-		}
-		p.Beat()
-		w.apply(r)
-	}
-}
-
-// assign builds the assignment for a fresh worker process from the static
-// spec and the latest continuity state.
-func (w *worker) assign(pid int) (assignment, map[int]bool) {
-	m := w.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	a := assignment{Worker: w.id, ReportInterval: int64(m.opts.ReportInterval)}
-	owned := make(map[int]bool, len(w.streams))
-	for k, i := range w.streams {
-		st := m.streams[i]
-		cont := st.cont
-		// A dead worker may have sent packets after its last report: if the
-		// numbering must move, step past what it could have sent.
-		cont.Margin = uint16(min(math.Ceil(st.pps*2*m.opts.ReportInterval.Seconds())+1, 1000))
-		a.Streams = append(a.Streams, assignedStream{
-			Index: i, Name: st.spec.Name, FD: ControlFD + 1 + k, Outputs: st.spec.Outputs,
-			ClockRate: st.spec.ClockRate, RewriteSSRC: st.spec.RewriteSSRC, Continuity: cont,
-		})
-		owned[i] = true
-		st.up, st.reported, st.pid = true, false, pid
-		st.starts++
-	}
-	return a, owned
-}
-
-func (w *worker) apply(r report) {
-	m := w.m
-	now := m.clk.Now()
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, sr := range r.Streams {
-		st := m.streams[sr.Index]
-		st.cur, st.cont, st.reported = sr.Counters, sr.Continuity, true
-		bytes, packets := st.base.BytesIn+st.cur.BytesIn, st.base.PacketsIn+st.cur.PacketsIn
-		if st.rateAt.IsZero() {
-			st.rateAt, st.rateBytes, st.ratePackets = now, bytes, packets
-		} else if dt := now.Sub(st.rateAt).Seconds(); dt >= 1 {
-			st.bitrate = float64(bytes-st.rateBytes) * 8 / dt
-			st.pps = float64(packets-st.ratePackets) / dt
-			st.rateAt, st.rateBytes, st.ratePackets = now, bytes, packets
+			name := fmt.Sprintf("output.failing:%s:%s", st.name, o.Address[len("udp://"):])
+			want[name] = true
+			m.opts.Alarms.Set(name, health.Warning, fmt.Sprintf("stream %s: output %s is %s: %s%s",
+				st.name, o.Address, o.State, o.LastError, outputHint(o)))
 		}
 	}
+	for name := range m.raised {
+		if !want[name] {
+			m.opts.Alarms.Clear(name)
+		}
+	}
+	m.raised = want
 }
 
-// exited folds the dead worker's last counters into the totals.
-func (w *worker) exited() {
-	m := w.m
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, i := range w.streams {
-		st := m.streams[i]
-		st.base.Add(st.cur)
-		st.cur = Counters{}
-		st.up, st.reported, st.pid = false, false, 0
+func (m *Manager) clearAlarms() {
+	if m.opts.Alarms == nil {
+		return
 	}
+	for name := range m.raised {
+		m.opts.Alarms.Clear(name)
+	}
+	m.raised = map[string]bool{}
 }
+
+func outputHint(o OutputStatus) string {
+	host := o.Address[len("udp://"):]
+	if ap, err := netip.ParseAddrPort(host); err == nil {
+		host = ap.Addr().String()
+	}
+	switch syscall.Errno(o.errno) {
+	case unix.ENETUNREACH, unix.EHOSTUNREACH:
+		return fmt.Sprintf("; check the route (ip route get %s); the other outputs and streams carry on", host)
+	case unix.EPERM, unix.EACCES:
+		return "; check the firewall rules for this destination"
+	}
+	return ""
+}
+
+// mono reads the monotonic clock. TMPMERGE: m.clk.Mono()
+func (m *Manager) mono() time.Duration { return clock.Mono() }

@@ -44,7 +44,8 @@ func Probe(ctx context.Context, addr netip.AddrPort, d time.Duration, clockRate 
 	if ready != nil {
 		ready()
 	}
-	end := time.Now().Add(d)
+	start := time.Now()
+	end := start.Add(d)
 	if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
 		end = dl
 	}
@@ -93,7 +94,9 @@ func Probe(ctx context.Context, addr netip.AddrPort, d time.Duration, clockRate 
 		res.SSRC, haveSSRC = pkt.SSRC, true
 		r := seq.Observe(pkt.SequenceNumber)
 		if r == SeqInOrder || r == SeqDiscontinuity {
-			jit.Observe(now.UnixNano(), pkt.Timestamp)
+			// Arrival times from Go's monotonic reading: a wall-clock step
+			// during the probe must not show up as jitter.
+			jit.Observe(int64(now.Sub(start)), pkt.Timestamp)
 			res.LastSeq = pkt.SequenceNumber
 		}
 		if pkt.PayloadType == PayloadTypeMP2T {

@@ -1,7 +1,7 @@
 package media
 
 import (
-	"sync"
+	"time"
 
 	"github.com/pion/rtp"
 )
@@ -25,14 +25,15 @@ const (
 	malformedKinds
 )
 
-// Counters is what one stream's relay has seen since its worker started.
+// Counters is what one stream's relay has counted. In a worker it counts
+// since the worker took the stream; the parent adds up every worker's.
 type Counters struct {
 	PacketsIn       uint64  `json:"packets_in"`
 	BytesIn         uint64  `json:"bytes_in"`
 	PacketsOut      uint64  `json:"packets_out"`
 	BytesOut        uint64  `json:"bytes_out"`
 	OutErrors       uint64  `json:"out_errors"`
-	Lost            int64   `json:"lost"`
+	Lost            int64   `json:"lost"` // never negative
 	Duplicates      uint64  `json:"duplicates"`
 	Reordered       uint64  `json:"reordered"`
 	Discontinuities uint64  `json:"seq_discontinuities"`
@@ -44,11 +45,12 @@ type Counters struct {
 	MalformedVer    uint64  `json:"malformed_version"`
 	MalformedHeader uint64  `json:"malformed_header"`
 	MalformedBig    uint64  `json:"malformed_oversize"`
+	Replayed        uint64  `json:"replayed"` // sent from the standby ring by "forward from S"
+	Skipped         uint64  `json:"skipped"`  // not forwarded: older than the S of "forward from S"
 	JitterMs        float64 `json:"jitter_ms"`
-	LastInUnixNano  int64   `json:"last_in_unix_nano"`
 }
 
-// Add accumulates c2's cumulative counters into c; gauges take c2's value.
+// Add accumulates c2's cumulative counters into c; the jitter gauge takes c2's value.
 func (c *Counters) Add(c2 Counters) {
 	c.PacketsIn += c2.PacketsIn
 	c.BytesIn += c2.BytesIn
@@ -67,16 +69,18 @@ func (c *Counters) Add(c2 Counters) {
 	c.MalformedVer += c2.MalformedVer
 	c.MalformedHeader += c2.MalformedHeader
 	c.MalformedBig += c2.MalformedBig
-	if c2.LastInUnixNano != 0 {
+	c.Replayed += c2.Replayed
+	c.Skipped += c2.Skipped
+	if c2.PacketsIn != 0 {
 		c.JitterMs = c2.JitterMs
-		c.LastInUnixNano = c2.LastInUnixNano
 	}
 }
 
 // Continuity is the state a relay needs to carry on a stream's output
-// numbering where the previous worker left off. The parent keeps the latest
-// copy and hands it to the next worker, so a receiver behind a rewriting
-// stream sees a gap after a crash, never a jump or a new SSRC.
+// numbering where the previous worker (or, later, the paired unit) left off.
+// The parent keeps the latest copy and hands it to the next worker, so a
+// receiver behind a rewriting stream sees a gap after a crash, never a jump
+// or a new SSRC.
 type Continuity struct {
 	Valid      bool   `json:"valid"`
 	InSSRC     uint32 `json:"in_ssrc"`
@@ -85,7 +89,10 @@ type Continuity struct {
 	TSOffset   uint32 `json:"ts_offset"`
 	LastOutSeq uint16 `json:"last_out_seq"`
 	LastOutTS  uint32 `json:"last_out_ts"`
-	AtUnixNano int64  `json:"at_unix_nano"` // arrival of the last forwarded packet
+	// At is the arrival of the last forwarded packet on the monotonic clock
+	// (CLOCK_MONOTONIC, which every process on the machine shares), so the
+	// next worker can step the timestamp by the real time that passed.
+	At time.Duration `json:"at_mono_ns"`
 	// Margin is how far to step the output sequence past LastOutSeq when the
 	// input no longer lines up, because a worker that died may have sent a
 	// few packets after it last reported. Set by the parent, used once.
@@ -93,10 +100,9 @@ type Continuity struct {
 }
 
 // relay is one stream on the packet path: everything here runs per packet and
-// must not allocate in steady state.
+// must not allocate in steady state. It is not safe for concurrent use: the
+// worker's stream lock guards it.
 type relay struct {
-	mu sync.Mutex // between the packet path and the reporter; never contended for long
-
 	clockRate int
 	rewrite   bool
 	outSSRC   uint32
@@ -114,6 +120,20 @@ type relay struct {
 	c          Counters
 	malformed  [malformedKinds]uint64
 	scratch    []byte
+	lastIn     time.Duration // arrival of the last valid packet, monotonic
+	haveIn     bool
+
+	standby bool
+	ring    replayRing
+	// startAt: while armed, packets numbered before it are not forwarded
+	// (they were sent by whoever forwarded before, or replayed already).
+	startAt    uint64
+	startArmed bool
+	// The highest input sequence number forwarded, for progress reports and
+	// for the answer to a switch to standby.
+	lastFwd    uint16
+	lastFwdExt uint64
+	haveFwd    bool
 }
 
 func newRelay(clockRate int, rewriteSSRC *uint32, cont Continuity) *relay {
@@ -125,11 +145,28 @@ func newRelay(clockRate int, rewriteSSRC *uint32, cont Continuity) *relay {
 	return r
 }
 
+// setRewrite changes the output SSRC (nil: pass through) in place.
+func (r *relay) setRewrite(ssrc *uint32) {
+	if ssrc == nil {
+		r.rewrite = false
+		return
+	}
+	r.rewrite, r.outSSRC = true, *ssrc
+}
+
+// setClockRate changes the RTP clock rate used for jitter and timestamp steps.
+func (r *relay) setClockRate(rate int) {
+	if rate == r.clockRate {
+		return
+	}
+	r.clockRate = rate
+	r.jit = NewJitter(rate)
+}
+
 // handle takes one received datagram (n is its real length, which may exceed
-// len(buf) when it was truncated) and returns the bytes to forward, or nil.
-func (r *relay) handle(buf []byte, n int, nowNs int64) []byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// len(buf) when it was truncated) that arrived at now on the monotonic clock,
+// and returns the bytes to forward, or nil.
+func (r *relay) handle(buf []byte, n int, now time.Duration) []byte {
 	if kind, ok := r.check(buf, n); !ok {
 		r.malformed[kind]++
 		r.c.Malformed++
@@ -138,7 +175,7 @@ func (r *relay) handle(buf []byte, n int, nowNs int64) []byte {
 	b := buf[:n]
 	r.c.PacketsIn++
 	r.c.BytesIn += uint64(n)
-	r.c.LastInUnixNano = nowNs
+	r.lastIn, r.haveIn = now, true
 	h := &r.pkt.Header
 
 	if r.haveSSRC && h.SSRC != r.ssrc {
@@ -146,30 +183,67 @@ func (r *relay) handle(buf []byte, n int, nowNs int64) []byte {
 		r.seq.Resync()
 		r.jit.Reset()
 		r.ts.Reset()
+		r.renumbered()
 	}
 	r.ssrc, r.haveSSRC = h.SSRC, true
 
 	res := r.seq.Observe(h.SequenceNumber)
+	ext := r.seq.Ext()
 	if res == SeqDiscontinuity {
 		r.jit.Reset()
 		r.ts.Reset()
+		r.renumbered()
 	}
 	if res == SeqInOrder || res == SeqDiscontinuity {
-		r.jit.Observe(nowNs, h.Timestamp)
+		r.jit.Observe(int64(now), h.Timestamp)
 	}
 	if h.PayloadType == PayloadTypeMP2T {
 		r.ts.Check(r.pkt.Payload)
 	}
 
+	if r.standby {
+		r.ring.push(b, ext, now)
+		return nil
+	}
+	if r.startArmed {
+		if ext < r.startAt {
+			r.c.Skipped++
+			return nil
+		}
+		r.startArmed = false
+	}
+	return r.forward(b, res, ext, now)
+}
+
+// renumbered forgets what was kept in terms of the old numbering: extended
+// sequence numbers restart with a new source or after a jump.
+func (r *relay) renumbered() {
+	r.ring.reset()
+	r.startArmed = false
+	r.haveFwd = false
+}
+
+// forward turns a checked packet (parsed in r.pkt) into the bytes to send.
+func (r *relay) forward(b []byte, res SeqResult, ext uint64, now time.Duration) []byte {
+	h := &r.pkt.Header
 	inOrder := res == SeqInOrder || res == SeqDiscontinuity
+	out := b
 	if !r.rewrite {
 		if inOrder {
 			r.cont = Continuity{Valid: true, InSSRC: h.SSRC, LastInSeq: h.SequenceNumber,
-				LastOutSeq: h.SequenceNumber, LastOutTS: h.Timestamp, AtUnixNano: nowNs}
+				LastOutSeq: h.SequenceNumber, LastOutTS: h.Timestamp, At: now}
 		}
-		return b
+	} else {
+		inSeq := h.SequenceNumber
+		if out = r.rewriteHeader(b, res, now); out == nil {
+			return nil
+		}
+		h.SequenceNumber = inSeq // for the progress record below
 	}
-	return r.rewriteHeader(b, res, nowNs)
+	if !r.haveFwd || ext > r.lastFwdExt {
+		r.lastFwd, r.lastFwdExt, r.haveFwd = h.SequenceNumber, ext, true
+	}
+	return out
 }
 
 // check classifies a datagram before it is trusted, and parses it into r.pkt.
@@ -192,7 +266,7 @@ func (r *relay) check(buf []byte, n int) (malformedKind, bool) {
 
 // rewriteHeader applies the output SSRC and the sequence and timestamp offsets
 // in place, moving the offsets when the input numbering no longer lines up.
-func (r *relay) rewriteHeader(b []byte, res SeqResult, nowNs int64) []byte {
+func (r *relay) rewriteHeader(b []byte, res SeqResult, now time.Duration) []byte {
 	h := &r.pkt.Header
 	c := &r.cont
 	switch {
@@ -202,10 +276,10 @@ func (r *relay) rewriteHeader(b []byte, res SeqResult, nowNs int64) []byte {
 	case r.handedOver:
 		d := int(int16(h.SequenceNumber - c.LastInSeq))
 		if h.SSRC != c.InSSRC || d <= -seqWindow || d > maxDropout {
-			r.rebase(nowNs, c.Margin)
+			r.rebase(now, c.Margin)
 		}
 	case h.SSRC != c.InSSRC || res == SeqDiscontinuity:
-		r.rebase(nowNs, 0)
+		r.rebase(now, 0)
 	}
 	r.handedOver = false
 	c.Margin = 0
@@ -215,7 +289,7 @@ func (r *relay) rewriteHeader(b []byte, res SeqResult, nowNs int64) []byte {
 	h.Timestamp += c.TSOffset
 	if res == SeqInOrder || res == SeqDiscontinuity {
 		c.LastInSeq = h.SequenceNumber - c.SeqOffset
-		c.LastOutSeq, c.LastOutTS, c.AtUnixNano = h.SequenceNumber, h.Timestamp, nowNs
+		c.LastOutSeq, c.LastOutTS, c.At = h.SequenceNumber, h.Timestamp, now
 	}
 
 	hdrLen := len(b) - len(r.pkt.Payload) - int(r.pkt.PaddingSize)
@@ -236,12 +310,12 @@ func (r *relay) rewriteHeader(b []byte, res SeqResult, nowNs int64) []byte {
 }
 
 // rebase moves the offsets so that this packet continues the output numbering.
-func (r *relay) rebase(nowNs int64, margin uint16) {
+func (r *relay) rebase(now time.Duration, margin uint16) {
 	h := &r.pkt.Header
 	c := &r.cont
 	step := uint32(1)
-	if c.AtUnixNano != 0 && nowNs > c.AtUnixNano {
-		step = uint32(float64(nowNs-c.AtUnixNano) * float64(r.clockRate) / 1e9)
+	if c.At != 0 && now > c.At {
+		step = uint32(float64(now-c.At) * float64(r.clockRate) / 1e9)
 		step = max(step, 1)
 	}
 	outSeq := c.LastOutSeq + 1 + margin
@@ -251,12 +325,82 @@ func (r *relay) rebase(nowNs int64, margin uint16) {
 	c.TSOffset = outTS - h.Timestamp
 }
 
-// snapshot returns the counters and continuity state, for a report.
-func (r *relay) snapshot() (Counters, Continuity) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+// setStandby stops forwarding: from now on packets are counted and kept in
+// the ring. It returns the input sequence number of the last packet
+// forwarded, if there was one.
+func (r *relay) setStandby(keep time.Duration) (uint16, bool) {
+	if !r.standby {
+		r.standby = true
+		r.ring.reset()
+		r.ring.keep = keep
+		r.startArmed = false
+	}
+	return r.lastFwd, r.haveFwd
+}
+
+// startForward leaves standby. With from set, it forwards from that input
+// sequence number on: what the ring holds from it is sent now, through send,
+// in arrival order; later packets numbered before it are skipped. It returns
+// the number of packets replayed.
+func (r *relay) startForward(from *uint16, send func([]byte)) int {
+	wasStandby := r.standby
+	r.standby = false
+	// Resuming is not a worker start: the offsets stay as they are, so the
+	// output continues from whatever was sent last, by us or by the peer.
+	r.handedOver = false
+	if from == nil {
+		r.ring.reset()
+		r.startArmed = false
+		return 0
+	}
+	start, ok := r.seq.ExtOf(*from)
+	if !ok {
+		// Nothing received yet: nothing to compare with, forward all.
+		r.startArmed = false
+		return 0
+	}
+	replayed := 0
+	next := start
+	if wasStandby {
+		r.ring.each(func(b []byte, ext uint64, at time.Duration) {
+			if ext < start {
+				return
+			}
+			if r.pkt.Unmarshal(b) != nil {
+				return
+			}
+			res := SeqInOrder
+			if r.haveFwd && ext <= r.lastFwdExt {
+				res = SeqLate
+			}
+			if out := r.forward(b, res, ext, at); out != nil {
+				send(out)
+				replayed++
+				r.c.Replayed++
+			}
+			next = max(next, ext+1)
+		})
+		r.ring.reset()
+	}
+	r.startAt, r.startArmed = next, true
+	return replayed
+}
+
+// relayState is a snapshot of a relay for a report.
+type relayState struct {
+	c       Counters
+	cont    Continuity
+	standby bool
+	lastFwd uint16
+	haveFwd bool
+	ring    int
+	lastIn  time.Duration
+	haveIn  bool
+}
+
+func (r *relay) state() relayState {
 	c := r.c
-	c.Lost = r.seq.Lost
+	c.Lost = max(r.seq.Lost, 0)
 	c.Duplicates = r.seq.Duplicates
 	c.Reordered = r.seq.Reordered
 	c.Discontinuities = r.seq.Discontinuity
@@ -267,17 +411,92 @@ func (r *relay) snapshot() (Counters, Continuity) {
 	c.MalformedHeader = r.malformed[malformedHeader]
 	c.MalformedBig = r.malformed[malformedOversize]
 	c.JitterMs = r.jit.Millis()
-	return c, r.cont
+	return relayState{c: c, cont: r.cont, standby: r.standby, lastFwd: r.lastFwd, haveFwd: r.haveFwd,
+		ring: r.ring.n, lastIn: r.lastIn, haveIn: r.haveIn}
+}
+
+// snapshot returns the counters and continuity state.
+func (r *relay) snapshot() (Counters, Continuity) {
+	s := r.state()
+	return s.c, s.cont
 }
 
 // wroteOut records the result of forwarding one packet to its outputs: it
 // counts as out when at least one output took it.
 func (r *relay) wroteOut(n, outputs, failures int) {
-	r.mu.Lock()
 	r.c.OutErrors += uint64(failures)
 	if failures < outputs {
 		r.c.PacketsOut++
 		r.c.BytesOut += uint64(n)
 	}
-	r.mu.Unlock()
+}
+
+// replayRing keeps the most recent packets of a standby stream, so that a
+// "forward from S" can send what arrived since S. It keeps packets for a
+// time, not a count: a slot is reused once its packet is older than keep.
+// Slots are allocated as the stream's rate needs them, up to maxRingPackets,
+// and reused after: no allocation per packet in steady state.
+type replayRing struct {
+	keep    time.Duration
+	slots   []replaySlot
+	head, n int
+}
+
+type replaySlot struct {
+	b   []byte
+	ext uint64
+	at  time.Duration
+}
+
+// maxRingPackets bounds one stream's ring: 500 ms of a 25,000-packet/s
+// stream, about 13 MB at most.
+const maxRingPackets = 12500
+
+func (q *replayRing) reset() { q.head, q.n = 0, 0 }
+
+func (q *replayRing) push(b []byte, ext uint64, now time.Duration) {
+	if q.keep <= 0 {
+		return
+	}
+	for q.n > 0 && now-q.slots[q.head].at > q.keep {
+		q.head = (q.head + 1) % len(q.slots)
+		q.n--
+	}
+	if q.n == len(q.slots) {
+		if len(q.slots) < maxRingPackets {
+			q.grow()
+		} else {
+			q.head = (q.head + 1) % len(q.slots) // full: the oldest goes
+			q.n--
+		}
+	}
+	s := &q.slots[(q.head+q.n)%len(q.slots)]
+	if s.b == nil {
+		s.b = make([]byte, 0, readBufSize)
+	}
+	s.b = append(s.b[:0], b...)
+	s.ext, s.at = ext, now
+	q.n++
+}
+
+// grow doubles the ring, keeping its packets in order.
+func (q *replayRing) grow() {
+	size := min(max(2*len(q.slots), 64), maxRingPackets)
+	ns := make([]replaySlot, size)
+	for i := 0; i < q.n; i++ {
+		ns[i] = q.slots[(q.head+i)%len(q.slots)]
+	}
+	// Keep the buffers of the slots that were free, too.
+	for i := q.n; i < len(q.slots); i++ {
+		ns[i] = q.slots[(q.head+i)%len(q.slots)]
+	}
+	q.slots, q.head = ns, 0
+}
+
+// each calls fn for every packet held, oldest first.
+func (q *replayRing) each(fn func(b []byte, ext uint64, at time.Duration)) {
+	for i := 0; i < q.n; i++ {
+		s := &q.slots[(q.head+i)%len(q.slots)]
+		fn(s.b, s.ext, s.at)
+	}
 }

@@ -2,6 +2,7 @@ package media
 
 import (
 	"testing"
+	"time"
 
 	"github.com/pion/rtp"
 )
@@ -18,7 +19,7 @@ func rtpPacket(t testing.TB, seq uint16, ts, ssrc uint32, pt uint8, payload []by
 	return buf[:len(b)]
 }
 
-func feed(r *relay, b []byte, now int64) []byte {
+func feed(r *relay, b []byte, now time.Duration) []byte {
 	buf := make([]byte, readBufSize)
 	n := copy(buf, b)
 	if len(b) > len(buf) {
@@ -94,10 +95,10 @@ func TestRewriteContinuesAcrossHandover(t *testing.T) {
 	t.Parallel()
 	ssrc := uint32(0x1234)
 	r := newRelay(90000, &ssrc, Continuity{})
-	ms := int64(1e6)
+	ms := time.Millisecond
 	var last rtp.Header
 	for i := 0; i < 10; i++ {
-		last = outHeader(t, feed(r, rtpPacket(t, uint16(100+i), uint32(9000*i), 0xaaaa, 96, []byte{1}), int64(i)*ms))
+		last = outHeader(t, feed(r, rtpPacket(t, uint16(100+i), uint32(9000*i), 0xaaaa, 96, []byte{1}), time.Duration(i)*ms))
 	}
 	if last.SSRC != ssrc || last.SequenceNumber != 109 {
 		t.Fatalf("rewritten header %+v", last)
@@ -158,7 +159,7 @@ func TestRelayDoesNotAllocate(t *testing.T) {
 			copy(buf, pkt)
 			buf[2], buf[3] = byte(seq>>8), byte(seq)
 			seq++
-			if r.handle(buf, len(pkt), int64(seq)*1e6) == nil {
+			if r.handle(buf, len(pkt), time.Duration(seq)*time.Millisecond) == nil {
 				t.Fatal("dropped")
 			}
 			r.wroteOut(len(pkt), 1, 0)

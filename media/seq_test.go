@@ -20,6 +20,11 @@ func TestSeqTracker(t *testing.T) {
 		{"jump forward restarts", []uint16{1, 2, 10000, 10001}, SeqStats{Received: 4, Discontinuity: 1}},
 		{"jump back restarts", []uint16{5000, 5001, 100, 101}, SeqStats{Received: 4, Discontinuity: 1}},
 		{"largest gap still loss", []uint16{0, maxDropout}, SeqStats{Received: 2, Lost: maxDropout - 1}},
+		// Joined mid-flight: packets from before the first one seen are late,
+		// not filled gaps, so loss never goes below zero.
+		{"late from before the first", []uint16{1000, 999, 998, 997, 996, 995, 994, 993, 992, 991, 990}, SeqStats{Received: 11, Reordered: 10}},
+		{"before the first, then a real gap filled", []uint16{1000, 998, 1003, 1001}, SeqStats{Received: 4, Lost: 1, Reordered: 2}},
+		{"before the first after a restart", []uint16{5000, 5001, 100, 99, 98}, SeqStats{Received: 5, Reordered: 2, Discontinuity: 1}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -70,5 +75,31 @@ func TestJitterSteadyStreamIsZero(t *testing.T) {
 	}
 	if got := j.Millis(); got < 0.95 || got > 1.05 {
 		t.Fatalf("jitter %.3f ms, want about 1", got)
+	}
+}
+
+// TestSeqLostNeverNegative: whatever order numbers arrive in, loss is never
+// negative and every packet is counted once as in order, late or duplicate.
+func TestSeqLostNeverNegative(t *testing.T) {
+	t.Parallel()
+	rnd := uint32(12345)
+	next := func() uint32 { rnd = rnd*1664525 + 1013904223; return rnd >> 8 }
+	for run := 0; run < 200; run++ {
+		var tr SeqTracker
+		seq := uint16(next())
+		for i := 0; i < 500; i++ {
+			switch next() % 8 {
+			case 0:
+				seq -= uint16(next() % 40) // late, possibly from before the first
+			case 1:
+				seq += uint16(next() % 40) // a gap
+			default:
+				seq++
+			}
+			tr.Observe(seq)
+			if tr.Lost < 0 {
+				t.Fatalf("run %d, packet %d: lost %d", run, i, tr.Lost)
+			}
+		}
 	}
 }

@@ -7,182 +7,452 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"appliance/internal/clock"
 )
 
 // ControlFD is the descriptor on which a worker finds its control socket.
 const ControlFD = 3
 
-// RunWorker is the body of the `appliance worker` process: it reads its
-// assignment from the control socket, relays its streams, and reports until
-// ctx ends or the parent goes away (the control socket closes), whichever is
-// first. A worker keeps no state worth saving: the parent holds the input
-// sockets and the continuity state, so killing a worker costs its streams a
-// pause, not their packets.
+// RunWorker is the body of the `appliance worker` process. It reads its
+// streams from the control socket, relays them, applies the changes the
+// parent sends (add, update, remove, role), and reports until ctx ends or
+// the parent goes away (the control socket closes), whichever is first.
+//
+// A worker keeps no state worth saving: the parent holds the input sockets
+// and the continuity state, so killing a worker costs its streams a pause,
+// not their packets. A fault it cannot carry on from is sent to the parent
+// as its last word, so the reason is in the API and not only on stderr.
 func RunWorker(ctx context.Context, log *slog.Logger) error {
 	ctrlFile := os.NewFile(ControlFD, "control")
 	if ctrlFile == nil {
 		return errors.New("worker: no control socket on fd 3; the worker is started by `appliance run`, not by hand")
 	}
-	ctrl, err := net.FileConn(ctrlFile)
+	fc, err := net.FileConn(ctrlFile)
 	ctrlFile.Close()
 	if err != nil {
-		return fmt.Errorf("worker: control socket: %w", err)
+		return fmt.Errorf("worker: control socket on fd 3: %w; the worker is started by `appliance run`, not by hand", err)
+	}
+	ctrl, ok := fc.(*net.UnixConn)
+	if !ok {
+		fc.Close()
+		return errors.New("worker: fd 3 is not a unix socket; the worker is started by `appliance run`, not by hand")
 	}
 	defer ctrl.Close()
 
-	dec := json.NewDecoder(ctrl)
-	var a assignment
-	_ = ctrl.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if err := dec.Decode(&a); err != nil {
-		return fmt.Errorf("worker: reading assignment: %w", err)
+	w := &workerProc{ctrl: ctrl, fw: frameWriter{c: ctrl}, fr: newFrameReader(ctrl), streams: map[uint32]*wstream{}}
+	if err := w.run(ctx, log); err != nil {
+		w.fatal(err)
+		return err
 	}
-	_ = ctrl.SetReadDeadline(time.Time{})
-	if err := checkAssignment(&a); err != nil {
+	return nil
+}
+
+type workerProc struct {
+	ctrl  *net.UnixConn
+	fr    *frameReader // read by the control loop only
+	hello helloMsg
+	log   *slog.Logger
+
+	wmu sync.Mutex // serializes writes on ctrl
+	fw  frameWriter
+
+	mu      sync.Mutex // guards streams (not the streams' own state)
+	streams map[uint32]*wstream
+}
+
+func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
+	_ = w.ctrl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, body, err := w.fr.next()
+	if err != nil {
+		return fmt.Errorf("worker: reading hello: %w", err)
+	}
+	_ = w.ctrl.SetReadDeadline(time.Time{})
+	if typ != msgHello {
+		return fmt.Errorf("worker: first message is %q, want hello", typ)
+	}
+	if err := json.Unmarshal(body, &w.hello); err != nil {
+		return fmt.Errorf("worker: hello: %w", err)
+	}
+	if err := checkHello(&w.hello); err != nil {
 		return fmt.Errorf("worker: %w", err)
 	}
-	log = log.With("worker", a.Worker)
+	w.log = log.With("worker", w.hello.Worker)
+	if err := w.send(msgReady, readyMsg{Version: protocolVersion, PID: os.Getpid()}, nil); err != nil {
+		return fmt.Errorf("worker: answering hello: %w", err)
+	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	streams := make([]*workerStream, 0, len(a.Streams))
-	defer func() {
-		for _, s := range streams {
-			s.close()
-		}
-	}()
-	for _, as := range a.Streams {
-		s, err := openWorkerStream(as)
-		if err != nil {
-			return fmt.Errorf("worker: stream %s: %w", as.Name, err)
-		}
-		streams = append(streams, s)
-	}
-	log.Info("worker relaying", "streams", len(streams))
-
-	var wg sync.WaitGroup
-	for _, s := range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.run(ctx)
-		}()
-	}
-	// The parent closing its end (or dying) is the signal to stop.
+	defer w.closeAll()
+	ctlErr := make(chan error, 1)
 	go func() {
-		var b [1]byte
-		_, _ = ctrl.Read(b[:])
+		err := w.control()
 		cancel()
+		ctlErr <- err
 	}()
 
-	enc := json.NewEncoder(ctrl)
-	tick := time.NewTicker(time.Duration(a.ReportInterval))
+	tick := time.NewTicker(time.Duration(w.hello.ReportIntervalNs))
 	defer tick.Stop()
+	var rep reportEncoder
 	var seq uint64
-	send := func() error {
-		seq++
-		r := report{Seq: seq, Streams: make([]streamReport, len(streams))}
-		for i, s := range streams {
-			c, cont := s.r.snapshot()
-			r.Streams[i] = streamReport{Index: s.index, Counters: c, Continuity: cont}
-		}
-		_ = ctrl.SetWriteDeadline(time.Now().Add(time.Second))
-		return enc.Encode(&r)
-	}
-	if err := send(); err != nil {
-		return fmt.Errorf("worker: first report: %w", err)
-	}
 	for {
 		select {
 		case <-ctx.Done():
-			for _, s := range streams {
-				s.close()
+			w.closeAll()
+			// The last word, so the parent's counters miss nothing; bounded,
+			// in case the parent is not reading.
+			_ = w.ctrl.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			seq++
+			_ = w.report(&rep, seq)
+			select {
+			case err := <-ctlErr:
+				return err
+			default:
+				return nil
 			}
-			wg.Wait()
-			_ = send() // the last word, so the parent's counters miss nothing
-			return nil
 		case <-tick.C:
-			if err := send(); err != nil {
+			seq++
+			if err := w.report(&rep, seq); err != nil {
 				return fmt.Errorf("worker: report: %w", err)
 			}
 		}
 	}
 }
 
-type workerStream struct {
-	index   int
-	name    string
-	in      *net.UDPConn
-	outs    []*net.UDPConn
-	r       *relay
-	buf     []byte
-	closing sync.Once
+// control applies the parent's messages until the socket closes. Only a
+// fault in the protocol itself is an error: a stream that cannot be added is
+// refused in the acknowledgement and the worker carries on.
+func (w *workerProc) control() error {
+	defer w.fr.closeFDs()
+	for {
+		typ, body, err := w.fr.next()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || isEOF(err) {
+				return nil // the parent is gone or stopping us
+			}
+			return fmt.Errorf("worker: control socket: %w", err)
+		}
+		var ack ackMsg
+		switch typ {
+		case msgAdd:
+			var m addMsg
+			if err := json.Unmarshal(body, &m); err != nil {
+				return fmt.Errorf("worker: add: %w", err)
+			}
+			fds, err := w.fr.takeFDs(len(m.Streams))
+			if err != nil {
+				return fmt.Errorf("worker: add: %w", err)
+			}
+			ack = ackMsg{ID: m.ID}
+			for i, as := range m.Streams {
+				if err := w.add(as, fds[i]); err != nil {
+					ack.Errors = append(ack.Errors, streamError{SID: as.SID, Error: err.Error()})
+				}
+			}
+		case msgUpdate:
+			var m updateMsg
+			if err := json.Unmarshal(body, &m); err != nil {
+				return fmt.Errorf("worker: update: %w", err)
+			}
+			ack = ackMsg{ID: m.ID}
+			for _, sc := range m.Streams {
+				if err := w.update(sc); err != nil {
+					ack.Errors = append(ack.Errors, streamError{SID: sc.SID, Error: err.Error()})
+				}
+			}
+		case msgRemove:
+			var m removeMsg
+			if err := json.Unmarshal(body, &m); err != nil {
+				return fmt.Errorf("worker: remove: %w", err)
+			}
+			for _, sid := range m.SIDs {
+				w.remove(sid)
+			}
+			ack = ackMsg{ID: m.ID}
+		case msgRole:
+			var m roleMsg
+			if err := json.Unmarshal(body, &m); err != nil {
+				return fmt.Errorf("worker: role: %w", err)
+			}
+			ack = w.role(m)
+		default:
+			return fmt.Errorf("worker: unexpected message type %q", typ)
+		}
+		if err := w.send(msgAck, ack, nil); err != nil {
+			return fmt.Errorf("worker: acknowledging: %w", err)
+		}
+	}
 }
 
-func openWorkerStream(as assignedStream) (*workerStream, error) {
-	f := os.NewFile(uintptr(as.FD), as.Name)
+func isEOF(err error) bool {
+	return errors.Is(err, os.ErrClosed) || err.Error() == "EOF" || errors.Is(err, unix.ECONNRESET)
+}
+
+func (w *workerProc) send(typ byte, v any, fds []int) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return w.fw.json(typ, v, fds)
+}
+
+// fatal tells the parent why this worker is about to exit.
+func (w *workerProc) fatal(err error) {
+	_ = w.ctrl.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = w.send(msgFatal, fatalMsg{Error: err.Error()}, nil)
+}
+
+func (w *workerProc) add(as addStream, fd int) error {
+	if err := checkStream(&as.streamConfig); err != nil {
+		unix.Close(fd)
+		return err
+	}
+	if as.Role != RoleForward && as.Role != RoleStandby {
+		unix.Close(fd)
+		return fmt.Errorf("stream %s: role %q", as.Name, as.Role)
+	}
+	w.mu.Lock()
+	_, dup := w.streams[as.SID]
+	w.mu.Unlock()
+	if dup {
+		unix.Close(fd)
+		return fmt.Errorf("stream %s: id %d is already here", as.Name, as.SID)
+	}
+	s, err := openWorkerStream(as, fd, time.Duration(w.hello.StandbyRingNs))
+	if err != nil {
+		return err
+	}
+	w.mu.Lock()
+	w.streams[as.SID] = s
+	w.mu.Unlock()
+	go s.run()
+	return nil
+}
+
+func (w *workerProc) stream(sid uint32) *wstream {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.streams[sid]
+}
+
+func (w *workerProc) update(sc streamConfig) error {
+	if err := checkStream(&sc); err != nil {
+		return err
+	}
+	s := w.stream(sc.SID)
+	if s == nil {
+		return fmt.Errorf("stream %s: id %d is not here", sc.Name, sc.SID)
+	}
+	now := clock.Mono()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setOutputs(sc.Outputs, now)
+	s.r.setRewrite(sc.RewriteSSRC)
+	s.r.setClockRate(sc.ClockRate)
+	return nil
+}
+
+// remove stops a stream and returns once its input is closed here, so that
+// when the parent closes its own copy the port is free at once.
+func (w *workerProc) remove(sid uint32) {
+	w.mu.Lock()
+	s := w.streams[sid]
+	delete(w.streams, sid)
+	w.mu.Unlock()
+	if s != nil {
+		s.close()
+	}
+}
+
+func (w *workerProc) role(m roleMsg) ackMsg {
+	ack := ackMsg{ID: m.ID}
+	s := w.stream(m.SID)
+	if s == nil {
+		ack.Errors = []streamError{{SID: m.SID, Error: fmt.Sprintf("stream id %d is not here", m.SID)}}
+		return ack
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch m.Role {
+	case RoleStandby:
+		if seq, ok := s.r.setStandby(time.Duration(w.hello.StandbyRingNs)); ok {
+			ack.LastForwarded = &seq
+		}
+	case RoleForward:
+		if s.r.haveFwd {
+			seq := s.r.lastFwd
+			ack.LastForwarded = &seq
+		}
+		now := clock.Mono()
+		ack.Replayed = s.r.startForward(m.FromSeq, func(b []byte) { s.sendLocked(b, now) })
+	default:
+		ack.Errors = []streamError{{SID: m.SID, Error: fmt.Sprintf("role %q: want forward or standby", m.Role)}}
+	}
+	return ack
+}
+
+func (w *workerProc) closeAll() {
+	w.mu.Lock()
+	all := make([]*wstream, 0, len(w.streams))
+	for _, s := range w.streams {
+		all = append(all, s)
+	}
+	w.mu.Unlock()
+	for _, s := range all {
+		s.close()
+	}
+}
+
+// report sends one report frame. Down outputs are retried on the same beat.
+func (w *workerProc) report(e *reportEncoder, seq uint64) error {
+	w.mu.Lock()
+	all := make([]*wstream, 0, len(w.streams))
+	for _, s := range w.streams {
+		all = append(all, s)
+	}
+	w.mu.Unlock()
+	slices.SortFunc(all, func(a, b *wstream) int { return int(a.sid) - int(b.sid) })
+
+	now := clock.Mono()
+	e.begin(seq, len(all))
+	var sr streamReport
+	for _, s := range all {
+		s.mu.Lock()
+		for _, o := range s.outs {
+			o.maintain(now)
+		}
+		st := s.r.state()
+		sr = streamReport{SID: s.sid, Counters: st.c, Continuity: st.cont, LastFwd: st.lastFwd, HaveFwd: st.haveFwd,
+			Ring: uint32(st.ring), InAge: -1, Outputs: sr.Outputs[:0]}
+		if st.standby {
+			sr.Role = roleStandby
+		}
+		if st.haveIn {
+			sr.InAge = max(now-st.lastIn, 0)
+		}
+		for _, o := range s.outs {
+			sr.Outputs = append(sr.Outputs, o.report(now))
+		}
+		s.mu.Unlock()
+		e.stream(&sr)
+	}
+	frame := e.end()
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return w.fw.raw(frame, nil)
+}
+
+// wstream is one stream in a worker. Its goroutine reads the input and,
+// holding mu for each packet, checks, rewrites and sends it; the control
+// loop and the reporter take mu only briefly.
+type wstream struct {
+	sid  uint32
+	name string
+	in   *net.UDPConn
+	rd   *datagramReader
+	buf  []byte
+	done chan struct{}
+
+	mu   sync.Mutex
+	r    *relay
+	outs []*output
+}
+
+func openWorkerStream(as addStream, fd int, ring time.Duration) (*wstream, error) {
+	f := os.NewFile(uintptr(fd), as.Name)
 	if f == nil {
-		return nil, fmt.Errorf("input fd %d is not open", as.FD)
+		return nil, fmt.Errorf("stream %s: input descriptor %d is not open", as.Name, fd)
 	}
 	pc, err := net.FilePacketConn(f)
 	f.Close()
 	if err != nil {
-		return nil, fmt.Errorf("input fd %d: %w", as.FD, err)
+		return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
 	}
 	in, ok := pc.(*net.UDPConn)
 	if !ok {
 		pc.Close()
-		return nil, fmt.Errorf("input fd %d is not a UDP socket", as.FD)
+		return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
 	}
-	s := &workerStream{index: as.Index, name: as.Name, in: in, buf: make([]byte, readBufSize),
+	s := &wstream{sid: as.SID, name: as.Name, in: in, buf: make([]byte, readBufSize), done: make(chan struct{}),
 		r: newRelay(as.ClockRate, as.RewriteSSRC, as.Continuity)}
-	for _, o := range as.Outputs {
-		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(o))
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("output %v: %w", o, err)
-		}
-		s.outs = append(s.outs, c)
+	s.rd, err = newDatagramReader(in, s.buf)
+	if err != nil {
+		in.Close()
+		return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
 	}
+	if as.Role == RoleStandby {
+		s.r.setStandby(ring)
+	}
+	s.setOutputs(as.Outputs, clock.Mono())
 	return s, nil
 }
 
-func (s *workerStream) run(ctx context.Context) {
-	rd, err := newDatagramReader(s.in, s.buf)
-	if err != nil {
-		return
+// setOutputs changes the destinations in place: outputs that stay keep their
+// socket and counters. Called with mu held (or before the stream runs).
+func (s *wstream) setOutputs(addrs []netip.AddrPort, now time.Duration) {
+	keep := make([]*output, 0, len(addrs))
+	for _, a := range addrs {
+		i := slices.IndexFunc(s.outs, func(o *output) bool { return o != nil && o.addr == a })
+		if i >= 0 {
+			keep = append(keep, s.outs[i])
+			s.outs[i] = nil
+			continue
+		}
+		keep = append(keep, newOutput(a, now))
 	}
-	for ctx.Err() == nil {
-		n, err := rd.read()
+	for _, o := range s.outs {
+		if o != nil {
+			o.close()
+		}
+	}
+	s.outs = keep
+}
+
+func (s *wstream) run() {
+	defer close(s.done)
+	for {
+		n, err := s.rd.read()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
 			continue
 		}
-		out := s.r.handle(s.buf, n, time.Now().UnixNano())
-		if out == nil {
-			continue
+		now := clock.Mono()
+		s.mu.Lock()
+		if out := s.r.handle(s.buf, n, now); out != nil {
+			s.sendLocked(out, now)
 		}
-		failures := 0
-		for _, o := range s.outs {
-			if writeDatagram(o, out) != nil {
-				failures++
-			}
-		}
-		s.r.wroteOut(len(out), len(s.outs), failures)
+		s.mu.Unlock()
 	}
 }
 
-// close stops the stream; the input socket is only this worker's copy, the
-// parent keeps its own open.
-func (s *workerStream) close() {
-	s.closing.Do(func() {
-		s.in.Close()
-		for _, o := range s.outs {
-			o.Close()
+// sendLocked forwards one packet to every output.
+func (s *wstream) sendLocked(b []byte, now time.Duration) {
+	failures := 0
+	for _, o := range s.outs {
+		if !o.send(b, now) {
+			failures++
 		}
-	})
+	}
+	s.r.wroteOut(len(b), len(s.outs), failures)
+}
+
+// close stops the stream and waits until its goroutine has let go of the
+// input, so the descriptor is really closed when close returns. The input is
+// only this worker's copy: the parent keeps its own until it removes the stream.
+func (s *wstream) close() {
+	s.in.Close()
+	<-s.done
+	s.mu.Lock()
+	for _, o := range s.outs {
+		o.close()
+	}
+	s.mu.Unlock()
 }

@@ -43,6 +43,10 @@ Usage:
   appliance run [--config FILE] [--listen ADDR]
                                          run the unit (embedded demo config without --config)
   appliance check --config FILE          validate a config file
+  appliance reload [--socket PATH | --config FILE] [--json]
+                                         apply the unit's config file again, live
+  appliance role --stream NAME --role forward|standby [--from SEQ] [--socket PATH]
+                                         set a stream's role on a running unit
   appliance status [--addr URL] [--json] show what a running unit says
   appliance gen --to HOST:PORT --pps N --duration D [--ssrc X] [--size BYTES]
                                          send a paced RTP test stream
@@ -64,6 +68,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdWorker(ctx, rest, stderr)
 	case "check":
 		return cmdCheck(rest, stdout, stderr)
+	case "reload":
+		return cmdReload(ctx, rest, stdout, stderr)
+	case "role":
+		return cmdRole(ctx, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "gen":

@@ -2,14 +2,19 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"sort"
+	"strings"
+	"time"
 
 	"appliance/config"
+	"appliance/control"
 	"appliance/internal/clock"
 	"appliance/media"
 )
@@ -90,13 +95,131 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Status.Listen = *listen
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	exe, err := os.Executable()
-	if err != nil {
-		return fmt.Errorf("finding this binary to start workers: %w", err)
-	}
-	u, err := newUnit(cfg, *path, exe, clock.Real(), log)
+	// Workers are this very binary, even if the file is replaced under a
+	// running unit (an update): they always speak the parent's protocol.
+	u, err := newUnit(cfg, *path, "/proc/self/exe", clock.Real(), log)
 	if err != nil {
 		return err
 	}
 	return u.run(ctx)
+}
+
+// defaultControlSocket is where `reload` and `role` look without --socket.
+// TMPMERGE: config's default.
+const defaultControlSocket = "/run/appliance/control.sock"
+
+// controlFlags adds --socket and --config, which say where the unit listens.
+func controlFlags(fs *flag.FlagSet) func() string {
+	sock := fs.String("socket", "", "the unit's control socket (default: control.socket of --config, else "+defaultControlSocket+")")
+	cfgPath := fs.String("config", "", "the unit's config file, to find its control socket")
+	return func() string {
+		if *sock != "" {
+			return *sock
+		}
+		if *cfgPath != "" {
+			// A file with problems still names its socket well enough to
+			// ask the unit, which then reports the problems itself.
+			if cfg, err := config.Load(*cfgPath); err == nil {
+				return controlSocket(cfg)
+			}
+		}
+		return defaultControlSocket
+	}
+}
+
+func callUnit(ctx context.Context, path string, req control.Request, stderr io.Writer) (control.Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	resp, err := control.Call(ctx, path, req)
+	if err != nil {
+		return resp, err
+	}
+	if !resp.OK {
+		fmt.Fprintln(stderr, resp.Error)
+		return resp, errReported
+	}
+	return resp, nil
+}
+
+func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("reload", stderr)
+	socket := controlFlags(fs)
+	asJSON := fs.Bool("json", false, "print the answer as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	resp, err := callUnit(ctx, socket(), control.Request{Op: control.OpReload}, stderr)
+	if err != nil {
+		return err
+	}
+	r := resp.Reload
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(r)
+	}
+	fmt.Fprintf(stdout, "reloaded: %d added, %d removed, %d changed, %d unchanged\n", len(r.Added), len(r.Removed), len(r.Changed), len(r.Unchanged))
+	for _, l := range []struct {
+		what  string
+		names []string
+	}{{"added", r.Added}, {"removed", r.Removed}, {"changed", r.Changed}} {
+		if len(l.names) > 0 {
+			fmt.Fprintf(stdout, "  %s: %s\n", l.what, strings.Join(l.names, ", "))
+		}
+	}
+	for _, name := range sortedKeys(r.Failed) {
+		fmt.Fprintf(stdout, "  not carried: %s: %s\n", name, r.Failed[name])
+	}
+	if len(r.RestartNeeded) > 0 {
+		fmt.Fprintf(stdout, "  restart the service to apply: %s\n", strings.Join(r.RestartNeeded, ", "))
+	}
+	return nil
+}
+
+func cmdRole(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("role", stderr)
+	socket := controlFlags(fs)
+	stream := fs.String("stream", "", "the stream (required)")
+	role := fs.String("role", "", "forward or standby (required)")
+	from := fs.Int("from", -1, "with --role forward: start at this input sequence number, replaying what standby kept")
+	asJSON := fs.Bool("json", false, "print the answer as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *stream == "" || (*role != media.RoleForward && *role != media.RoleStandby) {
+		fmt.Fprintln(stderr, "appliance role: --stream NAME and --role forward|standby are required")
+		return errUsage
+	}
+	req := control.Request{Op: control.OpRole, Stream: *stream, Role: *role}
+	if *from >= 0 {
+		if *from > 65535 || *role != media.RoleForward {
+			fmt.Fprintln(stderr, "appliance role: --from is a sequence number (0-65535) and goes with --role forward")
+			return errUsage
+		}
+		s := uint16(*from)
+		req.FromSeq = &s
+	}
+	resp, err := callUnit(ctx, socket(), req, stderr)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return json.NewEncoder(stdout).Encode(resp.Role)
+	}
+	line := fmt.Sprintf("%s: %s", *stream, *role)
+	if lf := resp.Role.LastForwarded; lf != nil {
+		line += fmt.Sprintf("; last forwarded input sequence %d", *lf)
+	}
+	if resp.Role.Replayed > 0 {
+		line += fmt.Sprintf("; replayed %d packets", resp.Role.Replayed)
+	}
+	fmt.Fprintln(stdout, line)
+	return nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

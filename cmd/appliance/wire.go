@@ -7,11 +7,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"appliance/config"
+	"appliance/control"
 	"appliance/health"
 	"appliance/hw"
 	"appliance/internal/clock"
@@ -46,35 +49,31 @@ type unit struct {
 	hw      *hw.Monitor
 	root    *supervisor.Supervisor
 	api     *status.Server
+	ctl     *control.Server
 	keeper  *watchdog.Keeper
 
-	mu     sync.Mutex
-	gaveUp bool
+	reloadMu sync.Mutex // one reload at a time
+	running  atomic.Pointer[config.Config]
+	gaveUp   atomic.Bool
 }
 
 func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Logger) (*unit, error) {
 	u := &unit{cfg: cfg, path: path, log: log, clk: clk, started: clk.Now(),
 		events: supervisor.NewEventLog(1024), health: health.NewTracker(clk, log)}
 
-	var streams []media.StreamSpec
-	for _, s := range cfg.Streams {
-		spec := media.StreamSpec{Name: s.Name, Input: s.Input.Addr, ClockRate: s.ClockRate}
-		for _, o := range s.Outputs {
-			spec.Outputs = append(spec.Outputs, o.Addr)
-		}
-		if s.Rewrite != nil {
-			spec.RewriteSSRC = s.Rewrite.SSRC
-		}
-		streams = append(streams, spec)
-	}
+	u.running.Store(cfg)
+
 	m, err := media.NewManager(media.Options{
-		Streams:        streams,
-		Workers:        cfg.Media.Workers,
-		HangTimeout:    time.Duration(cfg.Media.HangTimeout),
-		ReportInterval: time.Duration(cfg.Media.ReportInterval),
-		Command:        []string{exe, "worker"},
-		Clock:          clk,
-		Logger:         log,
+		Streams:          streamSpecs(cfg),
+		Workers:          cfg.Media.Workers,
+		HangTimeout:      time.Duration(cfg.Media.HangTimeout),
+		ReportInterval:   time.Duration(cfg.Media.ReportInterval),
+		StandbyRing:      500 * time.Millisecond, // TMPMERGE cfg.Media.StandbyRing
+		OutputAlarmAfter: time.Second,            // TMPMERGE cfg.Media.OutputAlarmAfter
+		Command:          []string{exe, "worker"},
+		Alarms:           u.health,
+		Clock:            clk,
+		Logger:           log,
 	})
 	if err != nil {
 		return nil, err
@@ -87,6 +86,14 @@ func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Lo
 		return nil, err
 	}
 	u.api = api
+
+	ctl, err := control.Listen(controlSocket(cfg), u, log)
+	if err != nil {
+		api.Close()
+		m.Close()
+		return nil, err
+	}
+	u.ctl = ctl
 
 	links := make([]hw.LinkSpec, 0, len(cfg.HW.Links))
 	for _, l := range cfg.HW.Links {
@@ -128,11 +135,33 @@ func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Lo
 	}, children...)
 
 	if err := u.openWatchdog(); err != nil {
+		ctl.Close()
 		api.Close()
 		m.Close()
 		return nil, err
 	}
 	return u, nil
+}
+
+// streamSpecs turns the configured streams into what the media layer takes.
+func streamSpecs(cfg *config.Config) []media.StreamSpec {
+	out := make([]media.StreamSpec, 0, len(cfg.Streams))
+	for _, s := range cfg.Streams {
+		spec := media.StreamSpec{Name: s.Name, Input: s.Input.Addr, ClockRate: s.ClockRate}
+		for _, o := range s.Outputs {
+			spec.Outputs = append(spec.Outputs, o.Addr)
+		}
+		if s.Rewrite != nil {
+			spec.RewriteSSRC = s.Rewrite.SSRC
+		}
+		out = append(out, spec)
+	}
+	return out
+}
+
+// controlSocket is where actions reach the unit. TMPMERGE cfg.Control.Socket
+func controlSocket(cfg *config.Config) string {
+	return filepath.Join(cfg.Unit.StateDir, "control.sock")
 }
 
 // openWatchdog opens the hardware watchdog if one is configured, records
@@ -218,13 +247,15 @@ func (u *unit) run(ctx context.Context) error {
 	apiCtx, stopAPI := context.WithCancel(context.Background())
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- u.api.Serve(apiCtx) }()
+	ctlDone := make(chan error, 1)
+	go func() { ctlDone <- u.ctl.Serve(apiCtx) }()
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
 		for range hup {
-			u.reload()
+			u.reloadOnSignal()
 		}
 	}()
 
@@ -243,9 +274,8 @@ func (u *unit) run(ctx context.Context) error {
 
 	rootErr := <-rootDone
 	if rootErr != nil && ctx.Err() == nil {
-		u.mu.Lock()
-		u.gaveUp = true
-		u.mu.Unlock()
+		u.gaveUp.Store(true)
+		u.media.SetStopped(true)
 		u.health.Set("supervisor.gave-up", health.Critical, rootErr.Error())
 		u.log.Error("supervision root gave up; the watchdogs are no longer fed", "err", rootErr)
 		<-ctx.Done()
@@ -257,6 +287,7 @@ func (u *unit) run(ctx context.Context) error {
 	}
 	<-keeperDone
 	stopAPI()
+	<-ctlDone
 	if err := <-apiDone; err != nil {
 		return err
 	}
@@ -264,35 +295,75 @@ func (u *unit) run(ctx context.Context) error {
 	return nil
 }
 
-// reload answers SIGHUP (systemctl reload): it checks the config file again
-// and says what a restart would change. Nothing running is touched, so a bad
-// edit can never take streams down.
-func (u *unit) reload() {
-	if u.path == "" {
-		u.log.Info("reload: running on the embedded default config; nothing to reload")
-		return
-	}
-	var cfg *config.Config
-	err := u.keeper.Reloading(func() error {
-		var err error
-		cfg, err = config.Load(u.path)
-		return err
-	})
+// reloadOnSignal answers SIGHUP the way `appliance reload` is answered, in the log.
+func (u *unit) reloadOnSignal() {
+	res, err := u.Reload(context.Background())
 	if err != nil {
-		u.log.Error("reload: the config file has problems; keeping the running config", "problems", err.Error())
+		u.log.Error("reload: nothing changed", "problems", err.Error())
 		return
 	}
-	u.log.Info("reload: the config file is valid; restart the service to apply it", "config", cfg.Summary())
+	u.log.Info("reload applied", "added", res.Added, "removed", res.Removed, "changed", res.Changed,
+		"failed", res.Failed, "restart_needed", res.RestartNeeded)
+}
+
+// Reload implements control.Actions: it reads the config file again and
+// applies its streams live. Streams that did not change are not touched. A
+// file with problems changes nothing; the error lists every problem with its
+// line. Other changed settings are named: only a restart applies them.
+func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
+	if u.path == "" {
+		return control.ReloadResult{}, errors.New("the unit runs on the embedded demo config; there is no file to reload (start it with --config FILE)")
+	}
+	u.reloadMu.Lock()
+	defer u.reloadMu.Unlock()
+	var out control.ReloadResult
+	err := u.keeper.Reloading(func() error {
+		cfg, err := config.Load(u.path)
+		if err != nil {
+			return err
+		}
+		cur := u.running.Load()
+		res, err := u.media.Apply(ctx, streamSpecs(cfg))
+		if err != nil {
+			return err
+		}
+		next := *cur
+		next.Streams = cfg.Streams
+		u.running.Store(&next)
+		out = control.ReloadResult{Added: res.Added, Removed: res.Removed, Changed: res.Changed, Unchanged: res.Unchanged,
+			Failed: res.Failed, RestartNeeded: restartNeeded(cur, cfg)}
+		return nil
+	})
+	return out, err
+}
+
+// restartNeeded names the changed settings a reload does not apply. TMPMERGE config.RestartNeeded
+func restartNeeded(old, cur *config.Config) []string {
+	var out []string
+	if old.Media.Workers != cur.Media.Workers {
+		out = append(out, "media.workers")
+	}
+	if old.Status.Listen != cur.Status.Listen {
+		out = append(out, "status.listen")
+	}
+	return out
+}
+
+// SetRole implements control.Actions.
+func (u *unit) SetRole(ctx context.Context, stream, role string, from *uint16) (control.RoleResult, error) {
+	r, err := u.media.SetRole(ctx, stream, role, from)
+	if err != nil {
+		return control.RoleResult{}, err
+	}
+	return control.RoleResult{LastForwarded: r.LastForwarded, Replayed: r.Replayed}, nil
 }
 
 // Report implements status.Source.
 func (u *unit) Report() status.Report {
-	u.mu.Lock()
 	state := "running"
-	if u.gaveUp {
+	if u.gaveUp.Load() {
 		state = "failed"
 	}
-	u.mu.Unlock()
 	now := u.clk.Now()
 	return status.Report{
 		Unit: status.Unit{

@@ -1,0 +1,251 @@
+// Package control carries operator actions (reload, stream roles) to a
+// running unit over a local unix socket, the way haproxy's and bird's
+// control sockets do. Who may act is decided by the socket file's owner,
+// group and mode; every action is logged with the peer's uid and pid.
+package control
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Ops.
+const (
+	OpReload = "reload" // apply the config file again
+	OpRole   = "role"   // set a stream's role
+)
+
+// Request is one action. It travels as one line of JSON.
+type Request struct {
+	Op      string  `json:"op"`
+	Stream  string  `json:"stream,omitempty"`
+	Role    string  `json:"role,omitempty"`     // forward or standby
+	FromSeq *uint16 `json:"from_seq,omitempty"` // with role forward: start at this input sequence number
+}
+
+// Response answers a Request.
+type Response struct {
+	OK     bool          `json:"ok"`
+	Error  string        `json:"error,omitempty"` // what went wrong and what to do; every config problem, one per line
+	Reload *ReloadResult `json:"reload,omitempty"`
+	Role   *RoleResult   `json:"role,omitempty"`
+}
+
+// ReloadResult says what a reload changed.
+type ReloadResult struct {
+	Added     []string          `json:"added"`
+	Removed   []string          `json:"removed"`
+	Changed   []string          `json:"changed"`
+	Unchanged []string          `json:"unchanged"`
+	Failed    map[string]string `json:"failed,omitempty"` // configured but not carried, with why
+	// RestartNeeded names the changed settings that only a restart applies.
+	RestartNeeded []string `json:"restart_needed"`
+}
+
+// RoleResult is the answer to a role change.
+type RoleResult struct {
+	LastForwarded *uint16 `json:"last_forwarded,omitempty"`
+	Replayed      int     `json:"replayed"`
+}
+
+// Actions is what the unit does; the socket (and later the HTTP API) only
+// carries requests to it.
+type Actions interface {
+	Reload(ctx context.Context) (ReloadResult, error)
+	SetRole(ctx context.Context, stream, role string, from *uint16) (RoleResult, error)
+}
+
+// maxRequest bounds one request line.
+const maxRequest = 64 << 10
+
+// Server answers requests on a unix socket.
+type Server struct {
+	path string
+	ln   *net.UnixListener
+	act  Actions
+	log  *slog.Logger
+	wg   sync.WaitGroup
+}
+
+// Listen creates the socket at path with mode 0660 (its directory is
+// created 0750 if missing). A socket file left by a unit that died is
+// replaced; one a live unit answers on is an error.
+func Listen(path string, act Actions, log *slog.Logger) (*Server, error) {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("control socket: %w (set control.socket to a writable place)", err)
+		}
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("control socket: %s exists and is not a socket; remove it or set control.socket elsewhere", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("control socket: %s: another unit is running and answers on it", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("control socket: removing the stale %s: %w", path, err)
+		}
+	}
+	// Created with no access for others from the start; the mode is then
+	// opened to the group, never wider.
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w (set control.socket to a writable place)", err)
+	}
+	ln.SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	return &Server{path: path, ln: ln, act: act, log: log}, nil
+}
+
+// Path is where the socket is.
+func (s *Server) Path() string { return s.path }
+
+// Close removes the socket of a server that will not be served.
+func (s *Server) Close() error { return s.ln.Close() }
+
+// Serve answers until ctx ends, one request per connection, one at a time
+// per connection; actions themselves are serialized by the unit.
+func (s *Server) Serve(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	defer stop()
+	defer s.wg.Wait()
+	for {
+		c, err := s.ln.AcceptUnix()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			s.log.Warn("control socket: accept", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(100 * time.Millisecond): // out of descriptors: let others finish
+			}
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.handle(ctx, c)
+		}()
+	}
+}
+
+func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
+	defer c.Close()
+	peer := peerOf(c)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReaderSize(io.LimitReader(c, maxRequest+1), 4096).ReadBytes('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+		s.reply(c, Response{Error: "send one request as a line of JSON, such as {\"op\":\"reload\"}"})
+		return
+	}
+	var req Request
+	if len(line) > maxRequest {
+		s.reply(c, Response{Error: fmt.Sprintf("request longer than %d bytes", maxRequest)})
+		return
+	}
+	if err := json.Unmarshal(line, &req); err != nil {
+		s.reply(c, Response{Error: "not a JSON request: " + err.Error()})
+		return
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	s.log.Info("control request", "op", req.Op, "stream", req.Stream, "role", req.Role, "peer", peer)
+	resp := s.do(ctx, req)
+	if !resp.OK {
+		s.log.Warn("control request failed", "op", req.Op, "peer", peer, "err", resp.Error)
+	}
+	s.reply(c, resp)
+}
+
+func (s *Server) do(ctx context.Context, req Request) Response {
+	switch req.Op {
+	case OpReload:
+		r, err := s.act.Reload(ctx)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Reload: &r}
+	case OpRole:
+		if req.Stream == "" || req.Role == "" {
+			return Response{Error: "role needs a stream and a role (forward or standby)"}
+		}
+		r, err := s.act.SetRole(ctx, req.Stream, req.Role, req.FromSeq)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Role: &r}
+	case "":
+		return Response{Error: "no op; use reload or role"}
+	default:
+		return Response{Error: fmt.Sprintf("unknown op %q; use reload or role", req.Op)}
+	}
+}
+
+func (s *Server) reply(c *net.UnixConn, r Response) {
+	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+	b, _ := json.Marshal(r)
+	_, _ = c.Write(append(b, '\n'))
+}
+
+func peerOf(c *net.UnixConn) string {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return "unknown"
+	}
+	var cred *unix.Ucred
+	_ = rc.Control(func(fd uintptr) { cred, err = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
+	if err != nil || cred == nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("uid %d pid %d", cred.Uid, cred.Pid)
+}
+
+// ErrNoUnit means nothing answers on the socket.
+var ErrNoUnit = errors.New("no unit answers on the control socket")
+
+// Call sends one request to the unit at path and returns its answer.
+func Call(ctx context.Context, path string, req Request) (Response, error) {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return Response{}, fmt.Errorf("%w %s: %v (is the unit running? is this its control.socket? are you in its group?)", ErrNoUnit, path, err)
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	b, _ := json.Marshal(req)
+	if _, err := c.Write(append(b, '\n')); err != nil {
+		return Response{}, fmt.Errorf("sending to %s: %w", path, err)
+	}
+	var resp Response
+	if err := json.NewDecoder(io.LimitReader(c, 16<<20)).Decode(&resp); err != nil {
+		return Response{}, fmt.Errorf("reading the answer from %s: %w", path, err)
+	}
+	return resp, nil
+}

@@ -1,0 +1,161 @@
+package media
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// output is one destination of a stream, in a worker. A fault here (no
+// route, unreachable, no permission, a full send buffer) is this output's
+// alone: it is counted, the socket is set up again with backoff if it could
+// not be, and the stream's other outputs and every other stream go on.
+//
+// Sends never block: the socket is written with MSG_DONTWAIT, and a full
+// buffer is a counted error, not a wait. All of it runs under the stream's
+// lock, which is why the raw descriptor can be used without Go's own locking.
+type output struct {
+	addr    netip.AddrPort
+	conn    *net.UDPConn // nil while down
+	fd      int
+	packets uint64
+	errors  uint64
+	state   uint8
+	errno   syscall.Errno // the last error
+	// badSince is when the output stopped being ok, on the monotonic clock.
+	badSince time.Duration
+	retryAt  time.Duration
+	backoff  time.Duration
+}
+
+// Retry delays for an output that could not be set up.
+const (
+	outputRetryMin = 100 * time.Millisecond
+	outputRetryMax = 2 * time.Second
+)
+
+func newOutput(addr netip.AddrPort, now time.Duration) *output {
+	o := &output{addr: addr, fd: -1}
+	o.dial(now)
+	return o
+}
+
+// dial sets the socket up: a connected UDP socket, so the kernel looks the
+// route up once and reports errors per destination.
+func (o *output) dial(now time.Duration) {
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(o.addr))
+	if err == nil {
+		var rc syscall.RawConn
+		if rc, err = c.SyscallConn(); err == nil {
+			err = rc.Control(func(fd uintptr) { o.fd = int(fd) })
+		}
+		if err != nil {
+			c.Close()
+		}
+	}
+	if err != nil {
+		o.fd = -1
+		o.fail(errnoOf(err), now)
+		o.state = outDown
+		o.backoff = min(max(2*o.backoff, outputRetryMin), outputRetryMax)
+		o.retryAt = now + o.backoff
+		return
+	}
+	o.conn = c
+	o.state, o.badSince, o.backoff = outOK, 0, 0
+}
+
+func errnoOf(err error) syscall.Errno {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno
+	}
+	return unix.EINVAL
+}
+
+func (o *output) fail(errno syscall.Errno, now time.Duration) {
+	o.errors++
+	o.errno = errno
+	if o.state == outOK {
+		o.state, o.badSince = outFailing, now
+	}
+}
+
+// send writes one datagram and reports whether it left.
+func (o *output) send(b []byte, now time.Duration) bool {
+	if o.fd < 0 {
+		o.errors++
+		return false
+	}
+	errno := sendRaw(o.fd, b)
+	if errno == unix.ECONNREFUSED {
+		// A connected UDP socket reports an earlier ICMP "port unreachable"
+		// on the next send and drops that packet; the error is consumed by
+		// then, so one retry sends it.
+		errno = sendRaw(o.fd, b)
+	}
+	if errno != 0 {
+		o.fail(errno, now)
+		return false
+	}
+	o.packets++
+	if o.state != outOK {
+		o.state, o.badSince = outOK, 0
+	}
+	return true
+}
+
+func sendRaw(fd int, b []byte) syscall.Errno {
+	if len(b) == 0 {
+		return 0
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+	return errno
+}
+
+// maintain retries the setup of an output that is down, when its time has come.
+func (o *output) maintain(now time.Duration) {
+	if o.state == outDown && now >= o.retryAt {
+		o.dial(now)
+	}
+}
+
+func (o *output) report(now time.Duration) outputReport {
+	r := outputReport{Packets: o.packets, Errors: o.errors, State: o.state, Errno: uint32(o.errno)}
+	if o.state != outOK {
+		r.BadFor = max(now-o.badSince, 0)
+	}
+	return r
+}
+
+func (o *output) close() {
+	if o.conn != nil {
+		o.conn.Close()
+		o.conn = nil
+	}
+	o.fd = -1
+}
+
+// errorText says what an output's errno means to an operator.
+func errorText(errno uint32) string {
+	switch e := syscall.Errno(errno); e {
+	case 0:
+		return ""
+	case unix.EAGAIN, unix.ENOBUFS:
+		return "send buffer full: the output cannot keep up"
+	case unix.ENETUNREACH:
+		return "network is unreachable: no route to the destination"
+	case unix.EHOSTUNREACH:
+		return "host is unreachable"
+	case unix.EPERM, unix.EACCES:
+		return e.Error() + ": refused by the local firewall or a broadcast address"
+	default:
+		return e.Error()
+	}
+}

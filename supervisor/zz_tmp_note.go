@@ -1,0 +1,4 @@
+package supervisor
+
+// SetExitNote is a stand-in until exit notes land (TMPMERGE).
+func (p *Proc) SetExitNote(note string) {}
