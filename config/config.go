@@ -5,10 +5,11 @@ package config
 
 import (
 	_ "embed"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 )
@@ -16,11 +17,35 @@ import (
 // MaxSize is the largest config file accepted.
 const MaxSize = 1 << 20
 
+// Stream limits. Past them a worker's reports outgrow what the parent reads
+// and the parent spends its time on bookkeeping, so check refuses the config
+// rather than let run fail minutes later.
+const (
+	MaxStreams          = 4096 // streams on one unit
+	MaxStreamsPerWorker = 1024 // streams on one worker process
+)
+
+// Env is what the config is checked against beyond its own text: facts about
+// the machine the unit runs on. The zero Env skips the checks that need them.
+type Env struct {
+	// LocalAddrs are the machine's own addresses: an output sent to one of
+	// them reaches an input bound to the unspecified address.
+	LocalAddrs []netip.Addr
+	// NoFileLimit is the hard RLIMIT_NOFILE the unit will run with; 0 means
+	// unknown, and the descriptor budget is not checked.
+	NoFileLimit uint64
+}
+
+// ErrNotRegular means the config path names something other than a regular
+// file, such as a directory or a named pipe.
+var ErrNotRegular = errors.New("not a regular file")
+
 // Config is the whole configuration of a unit.
 type Config struct {
 	Version     int
 	Unit        Unit
 	Status      Status
+	Control     Control
 	Media       Media
 	Streams     []Stream
 	TestSources []TestSource
@@ -36,7 +61,14 @@ type Unit struct {
 
 // Status is the HTTP API.
 type Status struct {
-	Listen string
+	Listen         string
+	MaxConnections int      // open API connections at once; more wait to be accepted
+	IdleTimeout    Duration // an idle API connection is closed after this long
+}
+
+// Control is the local socket that actions (reload, stream roles) arrive on.
+type Control struct {
+	Socket string // unix socket path, absolute or relative to the working directory
 }
 
 // Media sizes the worker processes and their supervision.
@@ -44,7 +76,13 @@ type Media struct {
 	Workers        int
 	HangTimeout    Duration
 	ReportInterval Duration
-	Restart        Restart
+	// StandbyRing is how much recent input a standby stream keeps, so that
+	// it can later forward from an earlier sequence number.
+	StandbyRing Duration
+	// OutputAlarmAfter is how long an output must keep failing before its
+	// health condition is raised, so that one lost send raises nothing.
+	OutputAlarmAfter Duration
+	Restart          Restart
 }
 
 // Restart is a supervisor's restart rule.
@@ -151,18 +189,47 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Load reads and checks the config file at path.
-func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+// Load reads and checks the config file at path, without facts about the
+// machine: LoadEnv(path, Env{}).
+func Load(path string) (*Config, error) { return LoadEnv(path, Env{}) }
+
+// LoadEnv reads the config file at path and checks it against env. Only a
+// regular file is read: a named pipe or a device could block the caller (a
+// reload) forever or never end.
+func LoadEnv(path string, env Env) (*Config, error) {
+	f, err := openNonblocking(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("config: %s is %s, %w; give the path of the YAML file itself", path, describeMode(fi.Mode()), ErrNotRegular)
+	}
 	data, err := io.ReadAll(io.LimitReader(f, MaxSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("config: reading %s: %w", path, err)
 	}
-	return Parse(path, data)
+	return ParseEnv(path, data, env)
+}
+
+func describeMode(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a directory"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe (FIFO)"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	}
+	return "not a plain file"
 }
 
 //go:embed default.yaml

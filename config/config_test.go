@@ -41,9 +41,11 @@ func TestDefaultsFilledIn(t *testing.T) {
 	want := &Config{
 		Version: 1,
 		Unit:    Unit{Name: "u1", StateDir: "/var/lib/appliance"},
-		Status:  Status{Listen: "127.0.0.1:8080"},
+		Status:  Status{Listen: "127.0.0.1:8080", MaxConnections: 64, IdleTimeout: Duration(10 * time.Second)},
+		Control: Control{Socket: "/run/appliance/control.sock"},
 		Media: Media{
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
+			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
 			Restart: Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
@@ -144,7 +146,7 @@ func TestProblems(t *testing.T) {
 		{"unit name missing", "version: 1\nunit: {state_dir: /x}\n", 2, `"name" is required`},
 		{"unit name bad", "version: 1\nunit: {name: Unit_A}\n", 2, "lowercase"},
 		{"unknown top key", minimal + "medai: {}\n", 3, `did you mean "media"?`},
-		{"unknown key lists keys", minimal + "media: {colour: red}\n", 3, "valid keys here: hang_timeout, report_interval, restart, workers"},
+		{"unknown key lists keys", minimal + "media: {colour: red}\n", 3, "valid keys here: hang_timeout, output_alarm_after, report_interval, restart, standby_ring, workers"},
 		{"duplicate key", minimal + "unit: {name: u2}\n", 3, "set twice"},
 		{"workers text", minimal + "media:\n  workers: two\n", 4, "must be an integer"},
 		{"workers quoted", minimal + "media:\n  workers: \"2\"\n", 4, "must be an integer"},
@@ -175,7 +177,7 @@ func TestProblems(t *testing.T) {
 		{"zone", stream("    outputs: [\"udp://[fe80::1%eth0]:6004\"]\n"), 6, "use an IP address"},
 		{"too many outputs", stream("    outputs: [" + strings.Repeat("\"udp://127.0.0.1:1\", ", 16) + "\"udp://127.0.0.1:1\"]\n"), 6, "at most 16"},
 		{"output twice", stream("    outputs: [\"udp://127.0.0.1:6004\", \"udp://127.0.0.1:6004\"]\n"), 6, "listed twice"},
-		{"loop", stream("    outputs: [\"udp://127.0.0.1:5004\"]\n"), 5, "a loop"},
+		{"loop", stream("    outputs: [\"udp://127.0.0.1:5004\"]\n"), 6, "forwarding loop: s1 -> s1 (s1 outputs[0] udp://127.0.0.1:5004 is the input of s1)"},
 		{"shared input", stream(out) + "  - name: s2\n    input: \"udp://127.0.0.1:5004\"\n" + out, 8, "two streams cannot share an input"},
 		{"clock rate", stream(out + "    clock_rate: 999\n"), 7, "out of range (1000 to 1000000)"},
 		{"ssrc range", stream(out + "    rewrite: {ssrc: 0x100000000}\n"), 7, "out of range (0 to 4294967295)"},
@@ -270,7 +272,8 @@ func TestProblemsSortedByLine(t *testing.T) {
 func TestDefault(t *testing.T) {
 	t.Parallel()
 	c := Default()
-	if c.Unit.Name != "demo" || c.Unit.StateDir != ".appliance-state" || c.Media.Workers != 1 || c.Watchdog.Device != "" {
+	if c.Unit.Name != "demo" || c.Unit.StateDir != ".appliance-state" || c.Media.Workers != 1 || c.Watchdog.Device != "" ||
+		c.Control.Socket != ".appliance-state/control.sock" {
 		t.Errorf("default: %+v", c)
 	}
 	if len(c.Streams) != 1 || c.Streams[0].Input.String() != "udp://127.0.0.1:5004" ||

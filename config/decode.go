@@ -1,8 +1,10 @@
 package config
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net"
 	"net/netip"
@@ -20,8 +22,13 @@ import (
 // fill structs: that is what lets it report every problem, each with its
 // line, instead of stopping at the first.
 
-// Parse checks a config held in memory; name is used in problem reports.
-func Parse(name string, data []byte) (*Config, error) {
+// Parse checks a config held in memory, without facts about the machine:
+// ParseEnv(name, data, Env{}). name is used in problem reports.
+func Parse(name string, data []byte) (*Config, error) { return ParseEnv(name, data, Env{}) }
+
+// ParseEnv checks a config held in memory, as a whole and against env; name
+// is used in problem reports.
+func ParseEnv(name string, data []byte, env Env) (*Config, error) {
 	d := &decoder{}
 	c := defaults()
 	switch {
@@ -30,14 +37,20 @@ func Parse(name string, data []byte) (*Config, error) {
 	case len(strings.TrimSpace(string(data))) == 0:
 		d.problem(1, 1, "", "%s", emptyMsg)
 	default:
-		var doc yaml.Node
-		if err := unmarshal(data, &doc); err != nil {
+		doc, next, err := unmarshal(data)
+		if err != nil {
 			line := yamlErrorLine(err)
 			d.problem(line, 1, "", "not valid YAML: %s%s", strings.TrimPrefix(err.Error(), "yaml: "), tabHint(data, line))
-		} else if len(doc.Content) == 0 || isNull(doc.Content[0]) {
-			d.problem(1, 1, "", "%s", emptyMsg)
-		} else {
+		}
+		switch {
+		case doc != nil && len(doc.Content) > 0 && !isNull(doc.Content[0]):
 			d.root(doc.Content[0], c)
+			d.whole(c, env)
+		case err == nil:
+			d.problem(1, 1, "", "%s", emptyMsg)
+		}
+		if next != nil {
+			d.at(next, "", "a second YAML document starts here, and the unit would ignore it: a config file holds one document; merge the two or remove this one")
 		}
 	}
 	if len(d.probs) > 0 {
@@ -59,17 +72,35 @@ func isNull(n *yaml.Node) bool {
 
 const emptyMsg = "empty config; start from `appliance run` defaults, see README"
 
-// unmarshal parses YAML into a node tree. yaml.v3 does not expand aliases
-// when it builds nodes, so an alias bomb stays small here; the decoder then
-// refuses every alias it meets. The recover is a last line of defence: a bug
-// in the YAML library must become a problem report, not a crashed unit.
-func unmarshal(data []byte, doc *yaml.Node) (err error) {
+// unmarshal parses the first YAML document into a node tree, and returns the
+// start of a second document if there is one: yaml.v3 would silently read
+// only the first. yaml.v3 does not expand aliases when it builds nodes, so an
+// alias bomb stays small here; the decoder then refuses every alias it meets.
+// The recover is a last line of defence: a bug in the YAML library must
+// become a problem report, not a crashed unit.
+func unmarshal(data []byte) (doc, next *yaml.Node, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			err = fmt.Errorf("yaml: cannot parse this file (%v)", r)
+			next, err = nil, fmt.Errorf("yaml: cannot parse this file (%v)", r)
 		}
 	}()
-	return yaml.Unmarshal(data, doc)
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	first := new(yaml.Node)
+	if err := dec.Decode(first); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, nil, nil
+		}
+		return nil, nil, err
+	}
+	doc = first
+	second := new(yaml.Node)
+	if err := dec.Decode(second); err != nil {
+		if errors.Is(err, io.EOF) {
+			return doc, nil, nil
+		}
+		return doc, nil, err
+	}
+	return doc, second, nil
 }
 
 // tabHint explains the commonest syntax error: YAML does not indent with tabs.
@@ -98,10 +129,12 @@ func yamlErrorLine(err error) int {
 
 func defaults() *Config {
 	return &Config{
-		Unit:   Unit{StateDir: "/var/lib/appliance"},
-		Status: Status{Listen: "127.0.0.1:8080"},
+		Unit:    Unit{StateDir: "/var/lib/appliance"},
+		Status:  Status{Listen: "127.0.0.1:8080", MaxConnections: 64, IdleTimeout: Duration(10 * time.Second)},
+		Control: Control{Socket: "/run/appliance/control.sock"},
 		Media: Media{
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
+			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
 			Restart: Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
@@ -116,6 +149,20 @@ func defaults() *Config {
 
 type decoder struct {
 	probs []Problem
+
+	// Where the whole-config checks point, once the tree is walked.
+	rootNode    *yaml.Node
+	streamsNode *yaml.Node    // the "streams" key
+	workersNode *yaml.Node    // nil when media.workers is not set
+	workersBad  bool          // media.workers was set to something refused
+	streamAt    []streamNodes // parallel to Config.Streams
+}
+
+// streamNodes are where a stream's endpoints are written.
+type streamNodes struct {
+	path    string       // how problems name the stream
+	input   *yaml.Node   // nil when the input was refused or is missing
+	outputs []*yaml.Node // parallel to Stream.Outputs
 }
 
 func (d *decoder) problem(line, col int, path, format string, args ...any) {
@@ -170,6 +217,17 @@ func (d *decoder) fields(n *yaml.Node, path string, handlers map[string]func(*ya
 		}
 	}
 	return true
+}
+
+// keyOf returns the key that value v has in mapping m: a problem of a whole
+// section reads best against its heading.
+func keyOf(m, v *yaml.Node) *yaml.Node {
+	for i := 1; i < len(m.Content); i += 2 {
+		if m.Content[i] == v {
+			return m.Content[i-1]
+		}
+	}
+	return v
 }
 
 // suggest names the closest known key, or lists them all.
@@ -373,6 +431,7 @@ var (
 )
 
 func (d *decoder) root(n *yaml.Node, c *Config) {
+	d.rootNode = n
 	var versionSeen bool
 	d.fields(n, "", map[string]func(*yaml.Node){
 		"version": func(v *yaml.Node) {
@@ -384,10 +443,14 @@ func (d *decoder) root(n *yaml.Node, c *Config) {
 				c.Version = int(i)
 			}
 		},
-		"unit":         func(v *yaml.Node) { d.unit(v, c) },
-		"status":       func(v *yaml.Node) { d.status(v, c) },
-		"media":        func(v *yaml.Node) { d.media(v, c) },
-		"streams":      func(v *yaml.Node) { d.streams(v, c) },
+		"unit":    func(v *yaml.Node) { d.unit(v, c) },
+		"status":  func(v *yaml.Node) { d.status(v, c) },
+		"control": func(v *yaml.Node) { d.control(v, c) },
+		"media":   func(v *yaml.Node) { d.media(v, c) },
+		"streams": func(v *yaml.Node) {
+			d.streamsNode = keyOf(n, v)
+			d.streams(v, c)
+		},
 		"test_sources": func(v *yaml.Node) { d.testSources(v, c) },
 		"hw":           func(v *yaml.Node) { d.hw(v, c) },
 		"watchdog":     func(v *yaml.Node) { d.watchdog(v, c) },
@@ -413,15 +476,53 @@ func (d *decoder) unit(n *yaml.Node, c *Config) {
 }
 
 func (d *decoder) status(n *yaml.Node, c *Config) {
+	st := &c.Status
 	d.fields(n, "status", map[string]func(*yaml.Node){
 		"listen": func(v *yaml.Node) {
-			if !d.str(v, "status: listen", &c.Status.Listen) {
-				return
+			if d.str(v, "status: listen", &st.Listen) {
+				if err := ValidateListen(st.Listen); err != nil {
+					d.at(v, "status: listen", "%v", err)
+				}
 			}
-			if _, err := netip.ParseAddrPort(c.Status.Listen); err != nil {
-				d.at(v, "status: listen", "%q: write it as IP:PORT, such as 127.0.0.1:8080 or 0.0.0.0:8080", c.Status.Listen)
-			} else if ap := netip.MustParseAddrPort(c.Status.Listen); ap.Port() == 0 {
-				d.at(v, "status: listen", "port 0 is not allowed; pick a port such as 8080")
+		},
+		"max_connections": func(v *yaml.Node) { d.intField(v, "status: max_connections", 1, 4096, &st.MaxConnections) },
+		"idle_timeout": func(v *yaml.Node) {
+			d.duration(v, "status: idle_timeout", time.Second, 10*time.Minute, &st.IdleTimeout)
+		},
+	})
+}
+
+// ValidateListen checks a status API address, IP:PORT, as status.listen and
+// the --listen flag both give it.
+func ValidateListen(s string) error {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return fmt.Errorf("%q: write it as IP:PORT, such as 127.0.0.1:8080 or 0.0.0.0:8080", s)
+	}
+	if ap.Port() == 0 {
+		return errors.New("port 0 is not allowed; pick a port such as 8080")
+	}
+	return nil
+}
+
+// maxSocketPath is the longest path a unix socket can be bound to on Linux:
+// sun_path is 108 bytes, one of them the terminating NUL.
+const maxSocketPath = 107
+
+func (d *decoder) control(n *yaml.Node, c *Config) {
+	d.fields(n, "control", map[string]func(*yaml.Node){
+		"socket": func(v *yaml.Node) {
+			p := &c.Control.Socket
+			switch {
+			case !d.str(v, "control: socket", p):
+			case *p == "":
+				d.at(v, "control: socket", "must not be empty; give a path such as /run/appliance/control.sock")
+			case strings.ContainsRune(*p, 0):
+				d.at(v, "control: socket", "must not contain a NUL byte")
+			case len(*p) > maxSocketPath:
+				d.at(v, "control: socket", "%d bytes is longer than a unix socket path can be (%d); use a shorter path", len(*p), maxSocketPath)
+			case strings.HasSuffix(*p, "/"):
+				d.at(v, "control: socket", "%q names a directory; give the socket's file name too, such as %scontrol.sock", *p, *p)
 			}
 		},
 	})
@@ -431,7 +532,14 @@ func (d *decoder) media(n *yaml.Node, c *Config) {
 	m := &c.Media
 	var hangNode, reportNode *yaml.Node
 	d.fields(n, "media", map[string]func(*yaml.Node){
-		"workers": func(v *yaml.Node) { d.intField(v, "media: workers", 1, 64, &m.Workers) },
+		"workers": func(v *yaml.Node) {
+			d.workersNode = v
+			if i, ok := d.integer(v, "media: workers", 1, 64); ok {
+				m.Workers = int(i)
+			} else {
+				d.workersBad = true
+			}
+		},
 		"hang_timeout": func(v *yaml.Node) {
 			hangNode = v
 			d.duration(v, "media: hang_timeout", 50*time.Millisecond, time.Minute, &m.HangTimeout)
@@ -439,6 +547,10 @@ func (d *decoder) media(n *yaml.Node, c *Config) {
 		"report_interval": func(v *yaml.Node) {
 			reportNode = v
 			d.duration(v, "media: report_interval", 10*time.Millisecond, 250*time.Millisecond, &m.ReportInterval)
+		},
+		"standby_ring": func(v *yaml.Node) { d.duration(v, "media: standby_ring", 0, 10*time.Second, &m.StandbyRing) },
+		"output_alarm_after": func(v *yaml.Node) {
+			d.duration(v, "media: output_alarm_after", 0, time.Minute, &m.OutputAlarmAfter)
 		},
 		"restart": func(v *yaml.Node) { d.restart(v, "media: restart", &m.Restart) },
 	})
@@ -477,8 +589,7 @@ func (d *decoder) streams(n *yaml.Node, c *Config) {
 	if !d.kind(n, "streams", yaml.SequenceNode, "a list of streams") {
 		return
 	}
-	names := map[string]int{}             // name -> index of first use
-	inputs := map[netip.AddrPort]string{} // input -> name of first use
+	names := map[string]int{} // name -> index of first use
 	for i, sn := range n.Content {
 		s := Stream{ClockRate: 90000}
 		path := fmt.Sprintf("streams[%d]", i)
@@ -493,7 +604,7 @@ func (d *decoder) streams(n *yaml.Node, c *Config) {
 				}
 			}
 		}
-		var inputNode *yaml.Node
+		at := streamNodes{path: path}
 		ok := d.fields(sn, path, map[string]func(*yaml.Node){
 			"name": func(v *yaml.Node) {
 				if !d.str(v, join(path, "name"), &s.Name) {
@@ -509,7 +620,7 @@ func (d *decoder) streams(n *yaml.Node, c *Config) {
 			},
 			"input": func(v *yaml.Node) {
 				if d.endpoint(v, join(path, "input"), &s.Input) {
-					inputNode = v
+					at.input = v
 				}
 			},
 			"outputs": func(v *yaml.Node) {
@@ -535,6 +646,7 @@ func (d *decoder) streams(n *yaml.Node, c *Config) {
 					}
 					seen[ep.Addr] = true
 					s.Outputs = append(s.Outputs, ep)
+					at.outputs = append(at.outputs, on)
 				}
 			},
 			"clock_rate": func(v *yaml.Node) { d.intField(v, join(path, "clock_rate"), 1000, 1000000, &s.ClockRate) },
@@ -554,19 +666,8 @@ func (d *decoder) streams(n *yaml.Node, c *Config) {
 		if !ok {
 			continue
 		}
-		if inputNode != nil {
-			if other, dup := inputs[s.Input.Addr]; dup {
-				d.at(inputNode, join(path, "input"), "%s is already the input of %s; two streams cannot share an input", s.Input, other)
-			} else {
-				inputs[s.Input.Addr] = s.Name
-			}
-			for _, o := range s.Outputs {
-				if o.Addr == s.Input.Addr {
-					d.at(inputNode, join(path, "input"), "%s is also an output of this stream: a loop", o)
-				}
-			}
-		}
 		c.Streams = append(c.Streams, s)
+		d.streamAt = append(d.streamAt, at)
 	}
 }
 

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,8 +17,14 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add(DefaultYAML())
 	f.Add([]byte(minimal))
+	env := Env{LocalAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}, NoFileLimit: 300}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		// Facts about the machine only add problems.
+		ce, errEnv := ParseEnv("fuzz.yaml", data, env)
 		c, err := Parse("fuzz.yaml", data)
+		if errEnv == nil && (err != nil || !reflect.DeepEqual(c, ce)) {
+			t.Fatalf("accepted with an Env but not without: %v", err)
+		}
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || len(e.Problems) == 0 {
@@ -89,19 +96,36 @@ func invariants(c *Config) string {
 		return "hw or watchdog durations"
 	case c.Watchdog.Device != "" && !strings.HasPrefix(c.Watchdog.Device, "/"):
 		return "watchdog device"
+	case c.Control.Socket == "" || len(c.Control.Socket) > 107:
+		return "control socket"
+	case !in(c.Status.MaxConnections, 1, 4096), !dur(c.Status.IdleTimeout, time.Second, 10*time.Minute):
+		return "status"
+	case !dur(m.StandbyRing, 0, 10*time.Second), !dur(m.OutputAlarmAfter, 0, time.Minute):
+		return "media standby and alarm"
+	case len(c.Streams) > MaxStreams, len(c.Streams) > m.Workers*MaxStreamsPerWorker:
+		return "too many streams"
 	}
-	names, inputs, links := map[string]bool{}, map[string]bool{}, map[string]bool{}
-	for _, s := range c.Streams {
-		if !streamName.MatchString(s.Name) || names[s.Name] || inputs[s.Input.String()] || !s.Input.Addr.IsValid() ||
+	names, links := map[string]bool{}, map[string]bool{}
+	for i, s := range c.Streams {
+		if !streamName.MatchString(s.Name) || names[s.Name] || !s.Input.Addr.IsValid() ||
 			!in(len(s.Outputs), 1, 16) || !in(s.ClockRate, 1000, 1000000) {
 			return "stream " + s.Name
 		}
-		names[s.Name], inputs[s.Input.String()] = true, true
+		names[s.Name] = true
 		for _, o := range s.Outputs {
-			if o.Addr.Port() == 0 || o == s.Input {
+			if o.Addr.Port() == 0 {
 				return "output of " + s.Name
 			}
 		}
+		for _, t := range c.Streams[:i] {
+			if a, b := s.Input.Addr, t.Input.Addr; a.Port() == b.Port() &&
+				(a.Addr() == b.Addr() || wildcardFor(a.Addr(), b.Addr()) || wildcardFor(b.Addr(), a.Addr())) {
+				return "inputs of " + t.Name + " and " + s.Name + " overlap"
+			}
+		}
+	}
+	if hasCycle(c.Streams) {
+		return "forwarding loop"
 	}
 	for _, ts := range c.TestSources {
 		if !in(ts.PPS, 1, 100000) || !in(ts.Size, 12, 1500) || ts.To.Addr.Port() == 0 {
@@ -115,6 +139,55 @@ func invariants(c *Config) string {
 		links[l.Name] = true
 	}
 	return ""
+}
+
+// wildcardFor says, independently of covers, whether binding to u receives
+// what is sent to a.
+func wildcardFor(u, a netip.Addr) bool {
+	return u.String() == "::" || (u.String() == "0.0.0.0" && a.Is4())
+}
+
+// hasCycle finds a forwarding loop by peeling off streams that nothing
+// reaches (Kahn's topological sort), unlike the decoder's depth-first walk:
+// whatever is left over lies on or behind a cycle.
+func hasCycle(streams []Stream) bool {
+	feeds := func(o, in netip.AddrPort) bool {
+		a := o.Addr()
+		return o.Port() == in.Port() &&
+			(a == in.Addr() || wildcardFor(in.Addr(), a) && (a.IsLoopback() || a.IsUnspecified()))
+	}
+	indegree := make([]int, len(streams))
+	for _, s := range streams {
+		for _, o := range s.Outputs {
+			for j, t := range streams {
+				if feeds(o.Addr, t.Input.Addr) {
+					indegree[j]++
+				}
+			}
+		}
+	}
+	var ready []int
+	for i, n := range indegree {
+		if n == 0 {
+			ready = append(ready, i)
+		}
+	}
+	peeled := 0
+	for len(ready) > 0 {
+		i := ready[len(ready)-1]
+		ready = ready[:len(ready)-1]
+		peeled++
+		for _, o := range streams[i].Outputs {
+			for j, t := range streams {
+				if feeds(o.Addr, t.Input.Addr) {
+					if indegree[j]--; indegree[j] == 0 {
+						ready = append(ready, j)
+					}
+				}
+			}
+		}
+	}
+	return peeled < len(streams)
 }
 
 // encode writes c back out as YAML, every field explicit.
@@ -147,8 +220,10 @@ func encode(t *testing.T, c *Config) []byte {
 	doc := m{
 		"version": c.Version,
 		"unit":    m{"name": c.Unit.Name, "state_dir": c.Unit.StateDir},
-		"status":  m{"listen": c.Status.Listen},
+		"status":  m{"listen": c.Status.Listen, "max_connections": c.Status.MaxConnections, "idle_timeout": c.Status.IdleTimeout},
+		"control": m{"socket": c.Control.Socket},
 		"media": m{"workers": c.Media.Workers, "hang_timeout": c.Media.HangTimeout, "report_interval": c.Media.ReportInterval,
+			"standby_ring": c.Media.StandbyRing, "output_alarm_after": c.Media.OutputAlarmAfter,
 			"restart": m{"intensity": r.Intensity, "period": r.Period, "backoff": r.Backoff, "backoff_max": r.BackoffMax}},
 		"hw": m{"sysfs": c.HW.Sysfs, "link_debounce": c.HW.LinkDebounce, "poll_interval": c.HW.PollInterval,
 			"temperature": m{"warn_c": c.HW.Temperature.WarnC, "crit_c": c.HW.Temperature.CritC, "clear_margin_c": c.HW.Temperature.ClearMarginC}},
