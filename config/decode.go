@@ -127,6 +127,9 @@ func yamlErrorLine(err error) int {
 	return 1
 }
 
+// Defaults returns the default of every setting: the one place they live.
+func Defaults() *Config { return defaults() }
+
 func defaults() *Config {
 	return &Config{
 		Unit:    Unit{StateDir: "/var/lib/appliance"},

@@ -13,7 +13,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
 )
 
 // The relay benchmark runs each relay as a child process (this test binary

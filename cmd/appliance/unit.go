@@ -8,10 +8,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"appliance/config"
 	"appliance/control"
@@ -45,12 +49,32 @@ func loadConfig(path string, stderr io.Writer) (*config.Config, error) {
 	if path == "" {
 		return config.Default(), nil
 	}
-	cfg, err := config.Load(path)
+	cfg, err := config.LoadEnv(path, machineEnv())
 	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return nil, errReported
 	}
 	return cfg, nil
+}
+
+// machineEnv is what the config is checked against besides itself: this
+// machine's addresses (an output to one of them may loop back into an
+// input) and the open-file limit the unit would run with. `check` and `run`
+// use the same, so check refuses what run would.
+func machineEnv() config.Env {
+	var env config.Env
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				env.LocalAddrs = append(env.LocalAddrs, p.Addr().Unmap())
+			}
+		}
+	}
+	var lim unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Max != unix.RLIM_INFINITY {
+		env.NoFileLimit = lim.Max
+	}
+	return env
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
@@ -92,6 +116,10 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return err
 	}
 	if *listen != "" {
+		if err := config.ValidateListen(*listen); err != nil {
+			fmt.Fprintf(stderr, "appliance run: --listen: %v\n", err)
+			return errUsage
+		}
 		cfg.Status.Listen = *listen
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -104,9 +132,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	return u.run(ctx)
 }
 
-// defaultControlSocket is where `reload` and `role` look without --socket.
-// TMPMERGE: config's default.
-const defaultControlSocket = "/run/appliance/control.sock"
+// defaultControlSocket is where `reload` and `role` look without --socket
+// or --config: the default of control.socket.
+var defaultControlSocket = config.Defaults().Control.Socket
 
 // controlFlags adds --socket and --config, which say where the unit listens.
 func controlFlags(fs *flag.FlagSet) func() string {
@@ -117,10 +145,10 @@ func controlFlags(fs *flag.FlagSet) func() string {
 			return *sock
 		}
 		if *cfgPath != "" {
-			// A file with problems still names its socket well enough to
-			// ask the unit, which then reports the problems itself.
+			// A file with problems falls back to the default socket; the
+			// unit then reports the problems itself.
 			if cfg, err := config.Load(*cfgPath); err == nil {
-				return controlSocket(cfg)
+				return cfg.Control.Socket
 			}
 		}
 		return defaultControlSocket

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -40,6 +39,7 @@ const (
 type unit struct {
 	cfg     *config.Config
 	path    string // config file, "" for the embedded default
+	listen  string // the status API address in use
 	log     *slog.Logger
 	clk     clock.Clock
 	started time.Time
@@ -58,7 +58,7 @@ type unit struct {
 }
 
 func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Logger) (*unit, error) {
-	u := &unit{cfg: cfg, path: path, log: log, clk: clk, started: clk.Now(),
+	u := &unit{cfg: cfg, path: path, listen: cfg.Status.Listen, log: log, clk: clk, started: clk.Now(),
 		events: supervisor.NewEventLog(1024), health: health.NewTracker(clk, log)}
 
 	u.running.Store(cfg)
@@ -68,8 +68,8 @@ func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Lo
 		Workers:          cfg.Media.Workers,
 		HangTimeout:      time.Duration(cfg.Media.HangTimeout),
 		ReportInterval:   time.Duration(cfg.Media.ReportInterval),
-		StandbyRing:      500 * time.Millisecond, // TMPMERGE cfg.Media.StandbyRing
-		OutputAlarmAfter: time.Second,            // TMPMERGE cfg.Media.OutputAlarmAfter
+		StandbyRing:      time.Duration(cfg.Media.StandbyRing),
+		OutputAlarmAfter: time.Duration(cfg.Media.OutputAlarmAfter),
 		Command:          []string{exe, "worker"},
 		Alarms:           u.health,
 		Clock:            clk,
@@ -87,7 +87,7 @@ func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Lo
 	}
 	u.api = api
 
-	ctl, err := control.Listen(controlSocket(cfg), u, log)
+	ctl, err := control.Listen(cfg.Control.Socket, u, log)
 	if err != nil {
 		api.Close()
 		m.Close()
@@ -159,10 +159,6 @@ func streamSpecs(cfg *config.Config) []media.StreamSpec {
 	return out
 }
 
-// controlSocket is where actions reach the unit. TMPMERGE cfg.Control.Socket
-func controlSocket(cfg *config.Config) string {
-	return filepath.Join(cfg.Unit.StateDir, "control.sock")
-}
 
 // openWatchdog opens the hardware watchdog if one is configured, records
 // this boot, and sets up the keeper that feeds both watchdogs. A configured
@@ -318,11 +314,12 @@ func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
 	defer u.reloadMu.Unlock()
 	var out control.ReloadResult
 	err := u.keeper.Reloading(func() error {
-		cfg, err := config.Load(u.path)
+		cfg, err := config.LoadEnv(u.path, machineEnv())
 		if err != nil {
 			return err
 		}
 		cur := u.running.Load()
+		cfg.Status.Listen = u.listen // --listen outranks the file, as at start
 		res, err := u.media.Apply(ctx, streamSpecs(cfg))
 		if err != nil {
 			return err
@@ -331,22 +328,13 @@ func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
 		next.Streams = cfg.Streams
 		u.running.Store(&next)
 		out = control.ReloadResult{Added: res.Added, Removed: res.Removed, Changed: res.Changed, Unchanged: res.Unchanged,
-			Failed: res.Failed, RestartNeeded: restartNeeded(cur, cfg)}
+			Failed: res.Failed, RestartNeeded: config.RestartNeeded(cur, cfg)}
+		if out.RestartNeeded == nil {
+			out.RestartNeeded = []string{}
+		}
 		return nil
 	})
 	return out, err
-}
-
-// restartNeeded names the changed settings a reload does not apply. TMPMERGE config.RestartNeeded
-func restartNeeded(old, cur *config.Config) []string {
-	var out []string
-	if old.Media.Workers != cur.Media.Workers {
-		out = append(out, "media.workers")
-	}
-	if old.Status.Listen != cur.Status.Listen {
-		out = append(out, "status.listen")
-	}
-	return out
 }
 
 // SetRole implements control.Actions.
