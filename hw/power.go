@@ -33,14 +33,21 @@ const (
 )
 
 // ReadPowerSupplies reads every supply under sysfs/class/power_supply ("" means /sys).
-// A tree without that directory has no supplies. A supply whose files
-// cannot be read or parsed comes back with Err set.
+// A sysfs tree without that directory has no supplies; a root that is
+// missing or not a sysfs tree gives an error wrapping [ErrNoSysfs]. A supply
+// whose files cannot be read or parsed comes back with Err set.
 func ReadPowerSupplies(sysfs string) ([]PowerSupply, error) {
 	if sysfs == "" {
 		sysfs = "/sys"
 	}
 	dir := filepath.Join(sysfs, "class", "power_supply")
 	ents, err := os.ReadDir(dir)
+	if err != nil {
+		// Checked only on failure: a wrong root is a listing that fails.
+		if serr := checkSysfs(sysfs); serr != nil {
+			return nil, serr
+		}
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, nil
 	}

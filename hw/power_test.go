@@ -43,9 +43,25 @@ func TestReadPowerSupplies(t *testing.T) {
 
 func TestReadPowerSuppliesNone(t *testing.T) {
 	t.Parallel()
-	got, err := ReadPowerSupplies(t.TempDir())
+	got, err := ReadPowerSupplies(fakeSysfs(t))
 	if got != nil || err != nil {
 		t.Errorf("got %v, %v; want nil, nil", got, err)
+	}
+}
+
+func TestReadPowerSuppliesNoSysfs(t *testing.T) {
+	t.Parallel()
+	for name, root := range notSysfs(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got, err := ReadPowerSupplies(root)
+			if !errors.Is(err, ErrNoSysfs) || got != nil {
+				t.Fatalf("%v, %v; want ErrNoSysfs and no supplies", got, err)
+			}
+			if !strings.Contains(err.Error(), root) || !strings.Contains(err.Error(), "set hw.sysfs") {
+				t.Errorf("%q does not name %s and say to set hw.sysfs", err, root)
+			}
+		})
 	}
 }
 

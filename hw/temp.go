@@ -27,13 +27,37 @@ type Temperature struct {
 //
 // It returns the good readings even when some sensors fail; the failures
 // come back as a [SensorErrors] error. A tree without any hwmon device
-// gives an error wrapping [ErrNoSensors].
+// gives an error wrapping [ErrNoSensors]; a root that is missing or not a
+// sysfs tree, one wrapping [ErrNoSysfs].
 type TempReader interface {
 	Temperatures(ctx context.Context) ([]Temperature, error)
 }
 
 // ErrNoSensors means sysfs has no hwmon device to read.
 var ErrNoSensors = errors.New("no temperature sensors found")
+
+// ErrNoSysfs means the sysfs root (hw.sysfs) does not exist or is not a
+// sysfs tree, so nothing under it can be read: a configuration mistake, not
+// a machine without sensors or power supplies.
+var ErrNoSysfs = errors.New("no sysfs tree")
+
+// checkSysfs says whether root looks like a mounted sysfs: every kernel has
+// a class directory there, whatever its hardware.
+func checkSysfs(root string) error {
+	fi, err := os.Stat(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %s does not exist; set hw.sysfs to where sysfs is mounted (normally /sys)", ErrNoSysfs, root)
+	case err != nil:
+		return fmt.Errorf("%w: %s: %v; set hw.sysfs to where sysfs is mounted (normally /sys)", ErrNoSysfs, root, unwrapPath(err))
+	case !fi.IsDir():
+		return fmt.Errorf("%w: %s is not a directory; set hw.sysfs to where sysfs is mounted (normally /sys)", ErrNoSysfs, root)
+	}
+	if fi, err := os.Stat(filepath.Join(root, "class")); err != nil || !fi.IsDir() {
+		return fmt.Errorf("%w: %s has no class directory, so it is not sysfs; set hw.sysfs to where sysfs is mounted (normally /sys)", ErrNoSysfs, root)
+	}
+	return nil
+}
 
 // minPlausibleC is the coldest reading taken as real. Drivers report
 // -273 °C, or a large negative number, for a probe that is absent or
@@ -96,6 +120,9 @@ func (r hwmonReader) Temperatures(ctx context.Context) ([]Temperature, error) {
 
 	var warns *sensors.Warnings
 	if err != nil && !errors.As(err, &warns) {
+		if serr := checkSysfs(r.sysfs); serr != nil {
+			return nil, serr
+		}
 		return nil, fmt.Errorf("read temperatures under %s: %w", r.sysfs, err)
 	}
 
@@ -122,6 +149,10 @@ func (r hwmonReader) Temperatures(ctx context.Context) ([]Temperature, error) {
 	}
 
 	if len(temps) == 0 {
+		// gopsutil reads a root that is not there as one without sensors.
+		if err := checkSysfs(r.sysfs); err != nil {
+			return nil, err
+		}
 		dir := filepath.Join(r.sysfs, "class", "hwmon")
 		if ents, err := os.ReadDir(dir); len(ents) == 0 && (err == nil || errors.Is(err, fs.ErrNotExist)) {
 			return nil, fmt.Errorf("%w under %s", ErrNoSensors, dir)

@@ -3,6 +3,7 @@ package hw
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -101,7 +102,7 @@ func TestTempReaderNoSensors(t *testing.T) {
 		files map[string]string
 		none  bool
 	}{
-		{"no class/hwmon", nil, true},
+		{"no class/hwmon", map[string]string{"class/net/lo/operstate": "unknown\n"}, true},
 		{"class/hwmon with an entry", map[string]string{"class/hwmon/.keep": ""}, false},
 		{"fans only", map[string]string{"class/hwmon/hwmon0/name": "nct6775\n", "class/hwmon/hwmon0/fan1_input": "1200\n"}, false},
 	} {
@@ -120,6 +121,75 @@ func TestTempReaderNoSensors(t *testing.T) {
 				t.Errorf("message %q does not say where it looked", err)
 			}
 		})
+	}
+}
+
+// fakeSysfs returns a sysfs tree with no devices: just the class directory
+// every kernel has.
+func fakeSysfs(t *testing.T) string {
+	t.Helper()
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "class"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
+// notSysfs lists roots that hw.sysfs may be set to by mistake, none of
+// them a sysfs tree.
+func notSysfs(t *testing.T) map[string]string {
+	t.Helper()
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	writeTree(t, dir, map[string]string{"file": "x", "etc/hostname": "u1\n", "class": "not a directory"})
+	if err := os.Mkdir(filepath.Join(dir, "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return map[string]string{
+		"missing":                  filepath.Join(dir, "missing"),
+		"a file":                   file,
+		"an empty mount point":     filepath.Join(dir, "empty"),
+		"another tree":             filepath.Join(dir, "etc"),
+		"class is not a directory": dir,
+		"below a file":             filepath.Join(file, "sys"),
+	}
+}
+
+// A root that is not sysfs is a configuration mistake, said as one: not a
+// machine without sensors.
+func TestTempReaderNoSysfs(t *testing.T) {
+	t.Parallel()
+	for name, root := range notSysfs(t) {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			got, err := NewTempReader(root).Temperatures(context.Background())
+			if !errors.Is(err, ErrNoSysfs) || errors.Is(err, ErrNoSensors) || len(got) != 0 {
+				t.Fatalf("%+v, %v; want ErrNoSysfs and no readings", got, err)
+			}
+			if !strings.Contains(err.Error(), root) || !strings.Contains(err.Error(), "set hw.sysfs") {
+				t.Errorf("%q does not name %s and say to set hw.sysfs", err, root)
+			}
+		})
+	}
+}
+
+// Through the monitor: a wrong root raises a condition that says so, and
+// never sensor.none.
+func TestMonitorNoSysfs(t *testing.T) {
+	t.Parallel()
+	root := filepath.Join(t.TempDir(), "sys")
+	m, tr, _ := newTestMonitor(t, Options{Sysfs: root})
+	m.poll(context.Background())
+	a := active(tr)
+	if _, ok := a["sensor.none"]; ok {
+		t.Errorf("a missing sysfs root reads as a machine without sensors: %v", a)
+	}
+	said := false
+	for _, c := range a {
+		said = said || strings.Contains(c.Message, root) && strings.Contains(c.Message, "set hw.sysfs")
+	}
+	if !said {
+		t.Errorf("no condition names %s and says to set hw.sysfs: %v", root, a)
 	}
 }
 
@@ -256,7 +326,7 @@ func TestTempMonitorBadFiles(t *testing.T) {
 func TestTempDuplicateKeys(t *testing.T) {
 	t.Parallel()
 	temps := &fakeTemps{}
-	m, tr, _ := newTestMonitor(t, Options{Temps: temps})
+	m, tr, _ := newTestMonitor(t, Options{Sysfs: fakeSysfs(t), Temps: temps})
 	temps.set(nil, Temperature{Sensor: "nvme", Celsius: 95}, Temperature{Sensor: "nvme", Celsius: 30})
 	m.poll(context.Background())
 	m.poll(context.Background())
@@ -272,7 +342,7 @@ func TestTempDuplicateKeys(t *testing.T) {
 func TestTempReadFailureKeepsState(t *testing.T) {
 	t.Parallel()
 	temps := &fakeTemps{}
-	m, tr, _ := newTestMonitor(t, Options{Temps: temps})
+	m, tr, _ := newTestMonitor(t, Options{Sysfs: fakeSysfs(t), Temps: temps})
 	temps.set(nil, Temperature{Sensor: "cpu", Celsius: 95})
 	m.poll(context.Background())
 	temps.set(errors.New("read temperatures: boom"))
