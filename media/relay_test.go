@@ -169,3 +169,62 @@ func TestRelayDoesNotAllocate(t *testing.T) {
 		}
 	}
 }
+
+func TestReplayRingKeepsByTime(t *testing.T) {
+	t.Parallel()
+	q := replayRing{keep: 100 * time.Millisecond}
+	for i := 0; i < 1000; i++ {
+		q.push([]byte{byte(i)}, uint64(i), time.Duration(i)*time.Millisecond)
+	}
+	// At 999 ms the ring holds what arrived from 899 ms on.
+	var exts []uint64
+	q.each(func(b []byte, ext uint64, at time.Duration) { exts = append(exts, ext) })
+	if len(exts) != 101 || exts[0] != 899 || exts[100] != 999 {
+		t.Fatalf("ring holds %d packets, %v .. %v", len(exts), exts[0], exts[len(exts)-1])
+	}
+	if len(q.slots) > 256 {
+		t.Fatalf("ring grew to %d slots for 101 packets", len(q.slots))
+	}
+}
+
+func TestReplayRingIsBounded(t *testing.T) {
+	t.Parallel()
+	q := replayRing{keep: time.Hour}
+	for i := 0; i < maxRingPackets+100; i++ {
+		q.push([]byte{1}, uint64(i), time.Duration(i))
+	}
+	if q.n != maxRingPackets || len(q.slots) != maxRingPackets {
+		t.Fatalf("ring holds %d in %d slots, want at most %d", q.n, len(q.slots), maxRingPackets)
+	}
+	var first uint64
+	q.each(func(_ []byte, ext uint64, _ time.Duration) {
+		if first == 0 {
+			first = ext
+		}
+	})
+	if first != 100 {
+		t.Fatalf("oldest kept %d, want 100: the oldest go first", first)
+	}
+}
+
+func TestStandbyDoesNotAllocate(t *testing.T) {
+	r := newRelay(90000, nil, Continuity{})
+	r.setStandby(50 * time.Millisecond)
+	pkt := rtpPacket(t, 0, 0, 1, 33, tsPayload(0x100, 0, 1, 2, 3, 4, 5, 6))
+	buf := make([]byte, readBufSize)
+	seq := uint16(0)
+	step := func() {
+		copy(buf, pkt)
+		buf[2], buf[3] = byte(seq>>8), byte(seq)
+		seq++
+		if r.handle(buf, len(pkt), time.Duration(seq)*time.Millisecond) != nil {
+			t.Fatal("a standby stream forwarded")
+		}
+	}
+	for i := 0; i < 200; i++ { // the ring grows to its size for this rate
+		step()
+	}
+	if allocs := testing.AllocsPerRun(1000, step); allocs != 0 {
+		t.Errorf("%.1f allocations per packet in standby, want 0", allocs)
+	}
+}

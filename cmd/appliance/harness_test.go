@@ -86,6 +86,21 @@ type unitProc struct {
 	api    string
 	logs   *testutil.SyncBuffer
 	waited chan error
+	dir    string // the unit's temporary directory: state, control socket
+	config string // its config file
+	socket string // its control socket
+}
+
+// withPrivateState gives a test unit a state directory and control socket
+// of its own in dir, unless the config names them.
+func withPrivateState(cfg, dir string) string {
+	if !strings.Contains(cfg, "state_dir") {
+		cfg = strings.Replace(cfg, "unit: {name: e2e}", fmt.Sprintf("unit: {name: e2e, state_dir: %s}", filepath.Join(dir, "state")), 1)
+	}
+	if !strings.Contains(cfg, "\ncontrol:") {
+		cfg += fmt.Sprintf("control: {socket: %s}\n", filepath.Join(dir, "control.sock"))
+	}
+	return cfg
 }
 
 // startUnit runs `appliance run` on cfg and waits until its API answers and
@@ -94,11 +109,13 @@ func startUnit(t *testing.T, cfg string) *unitProc {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "unit.yaml")
+	cfg = withPrivateState(cfg, dir)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	api := freeTCPAddr(t)
-	u := &unitProc{t: t, api: "http://" + api, logs: &testutil.SyncBuffer{}, waited: make(chan error, 1)}
+	u := &unitProc{t: t, api: "http://" + api, logs: &testutil.SyncBuffer{}, waited: make(chan error, 1),
+		dir: dir, config: path, socket: filepath.Join(dir, "control.sock")}
 	u.cmd = exec.Command(bin, "run", "--config", path, "--listen", api)
 	u.cmd.Stdout, u.cmd.Stderr = u.logs, u.logs
 	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -253,3 +270,5 @@ func errorsAs(err error, target **exec.ExitError) bool {
 	}
 	return ok
 }
+
+func mkfifo(path string) error { return syscall.Mkfifo(path, 0o600) }

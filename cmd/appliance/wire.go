@@ -33,6 +33,8 @@ const (
 	// rootHeartbeat is how often the root loop shows it is alive when
 	// nothing happens; the watchdogs are fed on it.
 	rootHeartbeat = 250 * time.Millisecond
+	// bootRetry is how often a boot record the disk refused is tried again.
+	bootRetry = 10 * time.Second
 )
 
 // unit is the wired appliance: one instance per `appliance run`.
@@ -52,6 +54,9 @@ type unit struct {
 	ctl     *control.Server
 	keeper  *watchdog.Keeper
 
+	boot        watchdog.BootRecord
+	bootUnsaved bool // the disk refused the record; keepBootRecord retries
+
 	reloadMu sync.Mutex // one reload at a time
 	running  atomic.Pointer[config.Config]
 	gaveUp   atomic.Bool
@@ -62,6 +67,9 @@ func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Lo
 		events: supervisor.NewEventLog(1024), health: health.NewTracker(clk, log)}
 
 	u.running.Store(cfg)
+	// This boot is counted, and marked running, before anything else can
+	// fail: a crash from here on is never taken for a clean stop.
+	u.recordBoot()
 
 	m, err := media.NewManager(media.Options{
 		Streams:          streamSpecs(cfg),
@@ -160,35 +168,70 @@ func streamSpecs(cfg *config.Config) []media.StreamSpec {
 }
 
 
-// openWatchdog opens the hardware watchdog if one is configured, records
-// this boot, and sets up the keeper that feeds both watchdogs. A configured
-// device that cannot be opened does not stop the streams: it is a critical
-// condition that says what to do.
+// recordBoot counts this boot in the state directory. A record that cannot
+// be written is still counted in memory and shown; it is written as soon as
+// the disk allows (see keepBootRecord).
+func (u *unit) recordBoot() {
+	rec, err := watchdog.RecordBoot(u.cfg.Unit.StateDir, 0, false, u.clk.Now())
+	if errors.Is(err, watchdog.ErrCorruptState) {
+		u.log.Warn("boot record was damaged; counting starts again", "err", err)
+	}
+	switch {
+	case errors.Is(err, watchdog.ErrUnwritable):
+		u.bootUnsaved = true
+		u.health.Set("state.unwritable", health.Warning, err.Error())
+	case err != nil && !errors.Is(err, watchdog.ErrCorruptState):
+		u.health.Set("state.unwritable", health.Warning, err.Error())
+	}
+	u.boot = rec
+	u.log.Info("boot", "count", rec.BootCount, "last_reset_reason", rec.LastResetReason)
+}
+
+// keepBootRecord writes a boot record the disk refused, until it takes it.
+func (u *unit) keepBootRecord(ctx context.Context) {
+	if !u.bootUnsaved {
+		return
+	}
+	t := u.clk.NewTicker(bootRetry)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C():
+			if err := watchdog.SaveBootRecord(u.cfg.Unit.StateDir, u.boot); err != nil {
+				continue
+			}
+			u.log.Info("boot record written")
+			u.health.Clear("state.unwritable")
+			return
+		}
+	}
+}
+
+// openWatchdog opens the hardware watchdog if one is configured and sets up
+// the keeper that feeds both watchdogs. It comes last, as opening the device
+// arms it. A configured device that cannot be opened does not stop the
+// streams: it is a critical condition that says what to do.
 func (u *unit) openWatchdog() error {
 	wc := u.cfg.Watchdog
 	var dev watchdog.Device
-	var bootStatus uint32
 	if wc.Device != "" {
 		d, err := watchdog.Open(wc.Device)
 		if err != nil {
 			u.health.Set("watchdog.unavailable", health.Critical, err.Error())
 		} else {
 			dev = d
-			if bs, err := d.BootStatus(); err == nil {
-				bootStatus = bs
+			if bs, err := d.BootStatus(); err == nil && bs&watchdog.CardReset != 0 {
+				u.boot.LastResetReason = watchdog.ReasonWatchdog
+				if err := watchdog.SaveBootRecord(u.cfg.Unit.StateDir, u.boot); err != nil {
+					u.bootUnsaved = true
+				}
+				u.log.Info("the hardware watchdog reset this box", "count", u.boot.BootCount)
 			}
 		}
 	}
-	rec, err := watchdog.RecordBoot(u.cfg.Unit.StateDir, bootStatus, dev != nil, u.clk.Now())
-	switch {
-	case errors.Is(err, watchdog.ErrCorruptState):
-		// Kept aside as boot.json.corrupt; the new record is saved.
-		u.log.Warn("boot record was damaged; counting starts again", "err", err)
-	case err != nil:
-		u.log.Warn("boot record", "err", err)
-		u.health.Set("state.unwritable", health.Warning, err.Error())
-	}
-	u.log.Info("boot", "count", rec.BootCount, "last_reset_reason", rec.LastResetReason)
+	rec := u.boot
 	interval, _ := watchdog.SystemdWatchdogInterval()
 	opts := watchdog.Options{
 		Device: dev, DevicePath: wc.Device, Timeout: time.Duration(wc.Timeout),
@@ -245,6 +288,7 @@ func (u *unit) run(ctx context.Context) error {
 	go func() { apiDone <- u.api.Serve(apiCtx) }()
 	ctlDone := make(chan error, 1)
 	go func() { ctlDone <- u.ctl.Serve(apiCtx) }()
+	go u.keepBootRecord(apiCtx)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
