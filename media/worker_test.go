@@ -271,4 +271,3 @@ func TestWorkerFatalIsExplained(t *testing.T) {
 		t.Fatal("the worker exited 0 after a protocol fault")
 	}
 }
-

@@ -204,7 +204,15 @@ type jsonProc struct {
 
 func startJSON(t *testing.T, readyLine string, args ...string) *jsonProc {
 	t.Helper()
-	p := &jsonProc{cmd: exec.Command(bin, args...), errb: &testutil.SyncBuffer{}, done: make(chan error, 1), ready: make(chan struct{})}
+	return startJSONArgs(t, readyLine, append([]string{bin}, args...))
+}
+
+// startJSONArgs runs argv (an appliance command, maybe behind a wrapper
+// such as ip netns exec) that prints one JSON object.
+func startJSONArgs(t *testing.T, readyLine string, argv []string) *jsonProc {
+	t.Helper()
+	args := argv[1:]
+	p := &jsonProc{cmd: exec.Command(argv[0], args...), errb: &testutil.SyncBuffer{}, done: make(chan error, 1), ready: make(chan struct{})}
 	p.cmd.Stdout = &p.out
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {

@@ -167,7 +167,6 @@ func streamSpecs(cfg *config.Config) []media.StreamSpec {
 	return out
 }
 
-
 // recordBoot counts this boot in the state directory. A record that cannot
 // be written is still counted in memory and shown; it is written as soon as
 // the disk allows (see keepBootRecord).
