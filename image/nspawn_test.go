@@ -167,6 +167,12 @@ func TestSystemd(t *testing.T) {
 
 	t.Run("reload", func(t *testing.T) {
 		pid := c.prop("MainPID")
+		cfgPath := filepath.Join(c.dir, "etc/appliance/appliance.yaml")
+		added := strings.Replace(containerConfig, "test_sources:", `  - {name: s2, input: "udp://127.0.0.1:5008", outputs: ["udp://127.0.0.1:6008"]}
+test_sources:`, 1)
+		if err := os.WriteFile(cfgPath, []byte(added), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		if out, err := c.exec("systemctl", "reload", "appliance.service"); err != nil {
 			t.Fatalf("systemctl reload: %v %s", err, out)
 		}
@@ -174,8 +180,28 @@ func TestSystemd(t *testing.T) {
 			t.Errorf("reload changed the process or its state: pid %s, %s", c.prop("MainPID"), c.prop("ActiveState"))
 		}
 		testutil.Eventually(t, 10*time.Second, "the reload in the journal", func() bool {
-			return strings.Contains(c.journal(), "the config file is valid")
+			return strings.Contains(c.journal(), "reload applied") && strings.Contains(c.journal(), "added=[s2]")
 		})
+		if out, _ := c.exec("appliance", "status"); !strings.Contains(out, "s2 ") {
+			t.Errorf("s2 is not running after the reload:\n%s", out)
+		}
+
+		// A broken file: the reload fails, says why, and changes nothing.
+		if err := os.WriteFile(cfgPath, []byte(added+"colour: red\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := c.exec("systemctl", "reload", "appliance.service"); err == nil {
+			t.Errorf("systemctl reload of a broken file succeeded: %s", out)
+		}
+		testutil.Eventually(t, 10*time.Second, "the refused reload in the journal", func() bool {
+			return strings.Contains(c.journal(), `unknown key \"colour\"`) || strings.Contains(c.journal(), `unknown key "colour"`)
+		})
+		if c.prop("MainPID") != pid || c.prop("ActiveState") != "active" {
+			t.Errorf("a broken reload changed the process or its state: pid %s, %s", c.prop("MainPID"), c.prop("ActiveState"))
+		}
+		if err := os.WriteFile(cfgPath, []byte(containerConfig), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	})
 
 	t.Run("hang", func(t *testing.T) {

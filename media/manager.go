@@ -229,6 +229,7 @@ func (m *Manager) bindLocked(st *stream, waits *[]waiter) {
 	st.input = f
 	w := m.leastLoaded()
 	w.streams[st.sid] = st
+	w.count.Store(int32(len(w.streams)))
 	st.w = w
 	st.mu.Lock()
 	st.worker = w.id
@@ -365,6 +366,7 @@ func (m *Manager) removeLocked(st *stream) []waiter {
 	st.removed = true
 	if w := st.w; w != nil {
 		delete(w.streams, st.sid)
+		w.count.Store(int32(len(w.streams)))
 		st.w = nil
 		if wc := w.conn; wc != nil {
 			wc.own(w.streams)

@@ -35,6 +35,10 @@ type mworker struct {
 	// Guarded by Manager.mu.
 	streams map[uint32]*stream
 	conn    *wconn // the live process's control connection; nil while none
+
+	// For readers.
+	live  atomic.Pointer[wconn]
+	count atomic.Int32 // streams assigned
 }
 
 func (w *mworker) name() string { return fmt.Sprintf("worker-%d", w.id) }
@@ -107,6 +111,7 @@ func (w *mworker) attach(ctx context.Context, p *supervisor.Proc) error {
 		p.Beat()
 		switch typ {
 		case msgReport:
+			wc.reported(m.mono())
 			r, err := decodeReport(body)
 			if err != nil {
 				return err
@@ -161,6 +166,7 @@ func (w *mworker) start(wc *wconn, pid int) error {
 	}
 	wc.own(w.streams)
 	w.conn = wc
+	w.live.Store(wc)
 	if _, err := wc.sendAddsWith(m, streams, conts); err != nil {
 		w.conn = nil
 		return fmt.Errorf("sending streams: %w", err)
@@ -174,6 +180,7 @@ func (w *mworker) detach(wc *wconn) {
 	m.mu.Lock()
 	if w.conn == wc {
 		w.conn = nil
+		w.live.Store(nil)
 	}
 	now := m.mono()
 	for _, st := range w.streams {
@@ -216,6 +223,10 @@ type wconn struct {
 	c      *net.UnixConn
 	worker string
 	pidv   int
+
+	// The report path's timing, for Workers: monotonic nanoseconds.
+	lastReport atomic.Int64
+	maxGap     atomic.Int64
 	owned  atomic.Pointer[map[uint32]*stream] // for the report path
 	note   atomic.Pointer[string]             // the worker's last word
 
@@ -233,6 +244,12 @@ type waiter struct {
 	ch     chan ackMsg
 	sids   []uint32
 	worker string
+}
+
+func (wc *wconn) reported(now time.Duration) {
+	if last := wc.lastReport.Swap(int64(now)); last != 0 && int64(now)-last > wc.maxGap.Load() {
+		wc.maxGap.Store(int64(now) - last)
+	}
 }
 
 // own publishes the streams the report path may attribute reports to.
@@ -397,4 +414,36 @@ func (t *tailWriter) summary() string {
 		}
 	}
 	return ""
+}
+
+// WorkerStatus is one worker process as the API shows it: how regularly its
+// reports, which are its heartbeats, arrive.
+type WorkerStatus struct {
+	Name    string `json:"name"`
+	PID     int    `json:"pid"`
+	Streams int    `json:"streams"`
+	// LastReportMs is the age of its last report; MaxReportGapMs the
+	// longest time between two reports since the process started. Reports
+	// are due every media.report_interval; a gap near media.hang_timeout
+	// means the worker, or the parent's reading of it, is starved.
+	LastReportMs   float64 `json:"last_report_ms"`
+	MaxReportGapMs float64 `json:"max_report_gap_ms"`
+}
+
+// Workers returns every worker slot's status, without taking a lock.
+func (m *Manager) Workers() []WorkerStatus {
+	now := m.mono()
+	out := make([]WorkerStatus, 0, len(m.workers))
+	for _, w := range m.workers {
+		ws := WorkerStatus{Name: w.name(), Streams: int(w.count.Load())}
+		if wc := w.live.Load(); wc != nil {
+			ws.PID = wc.pidv
+			if last := time.Duration(wc.lastReport.Load()); last != 0 {
+				ws.LastReportMs = float64(now-last) / 1e6
+			}
+			ws.MaxReportGapMs = float64(wc.maxGap.Load()) / 1e6
+		}
+		out = append(out, ws)
+	}
+	return out
 }

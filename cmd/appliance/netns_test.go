@@ -124,8 +124,8 @@ streams:
 	}
 
 	const sendFor = 8 * time.Second
-	probeA := startJSONArgs(t, "listening", r.in(r.unit, "probe", "--listen", "127.0.0.1:6000", "--duration", (sendFor + 3*time.Second).String(), "--json"))
-	probeB := startJSONArgs(t, "listening", r.in(r.unit, "probe", "--listen", "127.0.0.1:6002", "--duration", (sendFor + 3*time.Second).String(), "--json"))
+	probeA := startJSONArgs(t, "listening", r.in(r.unit, "probe", "--listen", "127.0.0.1:6000", "--duration", (sendFor+3*time.Second).String(), "--json"))
+	probeB := startJSONArgs(t, "listening", r.in(r.unit, "probe", "--listen", "127.0.0.1:6002", "--duration", (sendFor+3*time.Second).String(), "--json"))
 	var rep status.Report
 	testutil.Eventually(t, 15*time.Second, "the unit to run its streams", func() bool {
 		var ok bool

@@ -334,16 +334,8 @@ func (u *unit) run(ctx context.Context) error {
 	return nil
 }
 
-// reloadOnSignal answers SIGHUP the way `appliance reload` is answered, in the log.
-func (u *unit) reloadOnSignal() {
-	res, err := u.Reload(context.Background())
-	if err != nil {
-		u.log.Error("reload: nothing changed", "problems", err.Error())
-		return
-	}
-	u.log.Info("reload applied", "added", res.Added, "removed", res.Removed, "changed", res.Changed,
-		"failed", res.Failed, "restart_needed", res.RestartNeeded)
-}
+// reloadOnSignal answers SIGHUP the way `appliance reload` is answered.
+func (u *unit) reloadOnSignal() { _, _ = u.Reload(context.Background()) }
 
 // Reload implements control.Actions: it reads the config file again and
 // applies its streams live. Streams that did not change are not touched. A
@@ -377,7 +369,13 @@ func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
 		}
 		return nil
 	})
-	return out, err
+	if err != nil {
+		u.log.Error("reload: nothing changed", "problems", err.Error())
+		return out, err
+	}
+	u.log.Info("reload applied", "added", out.Added, "removed", out.Removed, "changed", out.Changed,
+		"failed", out.Failed, "restart_needed", out.RestartNeeded)
+	return out, nil
 }
 
 // SetRole implements control.Actions.
