@@ -1,8 +1,0 @@
-package clock
-
-import "time"
-
-var tmpBase = time.Now()
-
-// Mono is a stand-in until the monotonic clock lands (TMPMERGE).
-func Mono() time.Duration { return time.Since(tmpBase) + time.Hour }
