@@ -131,7 +131,7 @@ func TestDebounce(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			d := Debounce{Delay: 200 * time.Millisecond}
 			for i, s := range tt.steps {
-				now := epoch.Add(s.at)
+				now := clock.FakeMonoStart + s.at
 				var state, changed bool
 				if s.raw != nil {
 					state, changed = d.Observe(now, *s.raw)

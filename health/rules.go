@@ -43,8 +43,9 @@ func (l *Level) Update(v float64) Severity {
 func (l *Level) Severity() Severity { return l.sev }
 
 // Debounce reports a boolean state (link up, say) only once a change has
-// held for Delay: a flap shorter than that is never seen. Time is passed in,
-// so the caller's clock drives it.
+// held for Delay: a flap shorter than that is never seen. Time is passed in
+// as readings of the caller's monotonic clock (clock.Clock's Mono), so a
+// wall-clock step neither confirms a change early nor holds it back.
 type Debounce struct {
 	Delay time.Duration
 
@@ -52,12 +53,12 @@ type Debounce struct {
 	known     bool
 	pending   bool
 	candidate bool
-	since     time.Time
+	since     time.Duration
 }
 
 // Observe feeds the raw state seen at now. It returns the debounced state
 // and whether it just changed. The first observation is taken as is.
-func (d *Debounce) Observe(now time.Time, raw bool) (state, changed bool) {
+func (d *Debounce) Observe(now time.Duration, raw bool) (state, changed bool) {
 	if !d.known {
 		d.stable, d.known = raw, true
 		return raw, true
@@ -72,17 +73,18 @@ func (d *Debounce) Observe(now time.Time, raw bool) (state, changed bool) {
 }
 
 // Poll confirms a pending change whose delay has passed by now.
-func (d *Debounce) Poll(now time.Time) (state, changed bool) {
-	if d.pending && now.Sub(d.since) >= d.Delay {
+func (d *Debounce) Poll(now time.Duration) (state, changed bool) {
+	if d.pending && now-d.since >= d.Delay {
 		d.stable, d.pending = d.candidate, false
 		return d.stable, true
 	}
 	return d.stable, false
 }
 
-// Due returns when a pending change will be confirmed, if one is pending.
-func (d *Debounce) Due() (time.Time, bool) {
-	return d.since.Add(d.Delay), d.pending
+// Due returns when (on the same clock) a pending change will be confirmed,
+// if one is pending.
+func (d *Debounce) Due() (time.Duration, bool) {
+	return d.since + d.Delay, d.pending
 }
 
 // State is the debounced state.

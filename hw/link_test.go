@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"appliance/health"
+	"appliance/internal/clock"
 )
 
 // fakeWatcher is a LinkWatcher whose links the test sets.
@@ -90,7 +91,7 @@ func linkAs(name, state string) LinkUpdate {
 // Debounce scripts: each line is "MS VERB", MS milliseconds from the start.
 // Verbs up, down, admin-down and gone send an update for eth1; want-ok,
 // want-down and want-missing check its conditions; never-down checks that
-// link.down was never raised. The debounce is 1 s. The clock runs to each
+// link.down was never raised; wall+1h and wall-1h step the wall clock. The debounce is 1 s. The clock runs to each
 // line's time, confirming what falls due on the way, as Serve's timer does.
 var debounceScripts = []struct{ name, script string }{
 	{"flap shorter than debounce raises nothing", `
@@ -137,6 +138,16 @@ var debounceScripts = []struct{ name, script string }{
 		5100 up
 		5100 want-ok
 		9000 never-down`},
+	{"wall steps neither hasten nor delay a change", `
+		0 up
+		1000 down
+		1000 wall+1h
+		1999 want-ok
+		2000 want-down
+		2500 up
+		2500 wall-1h
+		3499 want-down
+		3500 want-ok`},
 	{"comes back down after going missing", `
 		0 up
 		100 gone
@@ -159,14 +170,15 @@ func TestLinkDebounceScripts(t *testing.T) {
 					t.Fatalf("bad script line %q", line)
 				}
 				// Step through each due time on the way, as the timer would.
+				target := clock.FakeMonoStart + time.Duration(at)*time.Millisecond
 				for {
 					due, ok := m.settle()
-					if !ok || due.After(epoch.Add(time.Duration(at)*time.Millisecond)) {
+					if !ok || due > target {
 						break
 					}
-					clk.Advance(due.Sub(clk.Now()))
+					clk.Advance(due - clk.Mono())
 				}
-				clk.Advance(epoch.Add(time.Duration(at) * time.Millisecond).Sub(clk.Now()))
+				clk.Advance(target - clk.Mono())
 				m.settle()
 				elapsed = at
 
@@ -185,6 +197,12 @@ func TestLinkDebounceScripts(t *testing.T) {
 					if _, ok := a["link.missing:eth1"]; !ok || len(a) != 1 {
 						t.Fatalf("%s: conditions %v, want link.missing:eth1 alone", line, a)
 					}
+				case "wall+1h", "wall-1h":
+					step := time.Hour
+					if verb == "wall-1h" {
+						step = -step
+					}
+					clk.StepWall(step)
 				case "never-down":
 					for _, e := range tr.Events(0) {
 						if e.Condition == "link.down:eth1" {
@@ -193,7 +211,7 @@ func TestLinkDebounceScripts(t *testing.T) {
 					}
 				default:
 					m.mu.Lock()
-					m.linkUpdate(clk.Now(), linkAs("eth1", verb))
+					m.linkUpdate(clk.Mono(), linkAs("eth1", verb))
 					m.mu.Unlock()
 				}
 			}

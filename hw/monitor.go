@@ -183,7 +183,7 @@ func (m *Monitor) Serve(ctx context.Context) error {
 		timer  clock.Timer
 		timerC <-chan time.Time
 		armed  bool
-		armedT time.Time
+		armedT time.Duration // when it fires, on the monotonic clock
 	)
 	defer func() {
 		if timer != nil {
@@ -193,8 +193,8 @@ func (m *Monitor) Serve(ctx context.Context) error {
 	for {
 		due, pending := m.settle()
 		switch {
-		case pending && (!armed || !due.Equal(armedT)):
-			d := due.Sub(m.clk.Now())
+		case pending && (!armed || due != armedT):
+			d := due - m.clk.Mono()
 			if timer == nil {
 				timer = m.clk.NewTimer(d)
 				timerC = timer.C()
@@ -214,7 +214,7 @@ func (m *Monitor) Serve(ctx context.Context) error {
 			m.poll(ctx)
 		case u := <-updates:
 			m.mu.Lock()
-			m.linkUpdate(m.clk.Now(), u)
+			m.linkUpdate(m.clk.Mono(), u)
 			m.mu.Unlock()
 		case <-timerC:
 			armed = false // settle confirms what fell due
@@ -223,12 +223,12 @@ func (m *Monitor) Serve(ctx context.Context) error {
 }
 
 // settle confirms every debounced link change that is due and returns when
-// the next one will be.
-func (m *Monitor) settle() (time.Time, bool) {
+// the next one will be, on the monotonic clock.
+func (m *Monitor) settle() (time.Duration, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.clk.Now()
-	var next time.Time
+	now := m.clk.Mono()
+	var next time.Duration
 	pending := false
 	for _, ls := range m.links {
 		if !ls.last.Present {
@@ -237,7 +237,7 @@ func (m *Monitor) settle() (time.Time, bool) {
 		if up, changed := ls.deb.Poll(now); changed {
 			m.showLink(ls, up)
 		}
-		if due, ok := ls.deb.Due(); ok && (!pending || due.Before(next)) {
+		if due, ok := ls.deb.Due(); ok && (!pending || due < next) {
 			next, pending = due, true
 		}
 	}
@@ -263,7 +263,7 @@ func (m *Monitor) poll(ctx context.Context) {
 
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.clk.Now()
+	now, mono := m.clk.Now(), m.clk.Mono()
 	m.hw.Temperatures = m.applyTemps(temps, terr)
 	m.applyPower(psus, perr)
 	m.hw.PowerSupplies = psus
@@ -286,14 +286,14 @@ func (m *Monitor) poll(ctx context.Context) {
 	seen := map[string]bool{}
 	for _, u := range list {
 		seen[u.Name] = true
-		m.linkUpdate(now, u)
+		m.linkUpdate(mono, u)
 		if ls := m.linkByName[u.Name]; ls != nil {
 			ls.speed = speeds[u.Name]
 		}
 	}
 	for _, ls := range m.links {
 		if !seen[ls.spec.Name] {
-			m.linkUpdate(now, LinkUpdate{Name: ls.spec.Name})
+			m.linkUpdate(mono, LinkUpdate{Name: ls.spec.Name})
 		}
 	}
 }
@@ -385,8 +385,9 @@ func (m *Monitor) applyPower(psus []PowerSupply, err error) {
 	m.powerConds.apply(m.health, powerConditions(psus))
 }
 
-// linkUpdate applies one link's state. Called with mu held.
-func (m *Monitor) linkUpdate(now time.Time, u LinkUpdate) {
+// linkUpdate applies one link's state, seen at now on the monotonic clock.
+// Called with mu held.
+func (m *Monitor) linkUpdate(now time.Duration, u LinkUpdate) {
 	ls := m.linkByName[u.Name]
 	if ls == nil {
 		return

@@ -25,5 +25,8 @@
 //     cannot (a goroutine) is abandoned, with a stop_timeout event either way.
 //
 // Every decision is an Event. Time comes from an injected clock, so the rules
-// are tested deterministically with a fake one.
+// are tested deterministically with a fake one. Every duration (restart
+// window, backoff, heartbeat silence, progress) is measured on the clock's
+// monotonic reading, so a step of the wall clock changes no decision; wall
+// time only stamps events and states for people to read.
 package supervisor

@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -21,17 +24,26 @@ import (
 // SIGCONT, so a stopped process sees it) to the group; the supervisor's kill
 // after the shutdown timeout sends SIGKILL to the group.
 //
+// On Linux the process also gets SIGKILL when this one dies (a parent death
+// signal), however it dies: a worker never outlives the unit that started it
+// and holds on to its sockets, so a restarted unit can bind its ports at once.
+//
 // With HangTimeout set, the process must show it is alive: Attach runs beside
 // it and calls Proc.Beat whenever the process proves it is making progress
 // (for media workers, each report). A process without a beat for HangTimeout
-// is killed and its run ends with a "hung" reason, like a crash.
+// is killed and its run ends with a "hung" reason, like a crash. Silence is
+// measured on the monotonic clock: a wall-clock step neither kills a healthy
+// process nor hides a hung one.
 type Process struct {
 	Name string
 	// Command returns the command of a new run. Files in ExtraFiles are
-	// closed in this process once the child has started.
+	// closed in this process once the child has started. Its SysProcAttr,
+	// if any, is kept, with the process group and death signal added.
 	Command func() (*exec.Cmd, error)
 	// Attach, if set, runs while the process does. Its context ends when the
-	// process has exited. An error from it kills the process.
+	// process has exited; Serve waits for it to return before it reports
+	// the exit, so a note it leaves with Proc.SetExitNote on the way out
+	// still counts. An error from it kills the process.
 	Attach      func(ctx context.Context, p *Proc) error
 	HangTimeout time.Duration
 	// StartGrace is how long a new process has for its first beat;
@@ -47,22 +59,79 @@ type Process struct {
 // Proc is one running process of a Process.
 type Proc struct {
 	PID      int
-	lastBeat atomic.Int64 // UnixNano of the clock
+	lastBeat atomic.Int64 // the clock's Mono() at the last beat; 0 before the first
 	clk      clock.Clock
+	note     atomic.Pointer[string]
 }
 
 // Beat records that the process is alive.
-func (p *Proc) Beat() { p.lastBeat.Store(p.clk.Now().UnixNano()) }
+func (p *Proc) Beat() { p.lastBeat.Store(int64(p.clk.Mono())) }
+
+// MaxExitNote is how many bytes of an exit note are kept.
+const MaxExitNote = 300
+
+// SetExitNote records why the process is likely to exit (its last error, or
+// the first line of a panic from its stderr). If the run then ends
+// abnormally, the note follows the reason: "exit code 1: NOTE". A later note
+// replaces an earlier one. The note is made one line, and cut to
+// MaxExitNote bytes, since it ends up in events and the status page.
+func (p *Proc) SetExitNote(note string) {
+	n := cleanNote(note)
+	p.note.Store(&n)
+}
+
+func (p *Proc) exitNote() string {
+	if n := p.note.Load(); n != nil {
+		return *n
+	}
+	return ""
+}
+
+// cleanNote makes s one line of valid UTF-8 of at most MaxExitNote bytes:
+// control characters and runs of spaces become one space.
+func cleanNote(s string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) <= MaxExitNote {
+		return s
+	}
+	const more = "…"
+	cut := MaxExitNote - len(more)
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return strings.TrimRight(s[:cut], " ") + more
+}
 
 // ExitError describes why a process run ended abnormally.
 type ExitError struct {
-	Reason string // "exit code 3", "killed by signal KILL", "hung: no heartbeat for 500ms", ...
+	// Reason is the whole story: "exit code 3", "killed by signal KILL",
+	// "hung: no heartbeat for 500ms", then ": " and the Note if there is one.
+	Reason string
 	Code   int    // exit code, or -1
 	Signal string // signal name without SIG, if it died of one
 	Hung   bool
+	Note   string // what the process's Attach said about it, if anything
 }
 
 func (e *ExitError) Error() string { return e.Reason }
+
+// withNote adds the process's exit note to an abnormal end.
+func withNote(err error, note string) error {
+	var ee *ExitError
+	if note == "" || !errors.As(err, &ee) {
+		return err
+	}
+	noted := *ee
+	noted.Reason, noted.Note = ee.Reason+": "+note, note
+	return &noted
+}
 
 func (p *Process) reportsStart() {}
 
@@ -114,6 +183,7 @@ func (p *Process) Serve(ctx context.Context) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Setpgid = true
+	setDeathSignal(cmd.SysProcAttr)
 	err = cmd.Start()
 	for _, f := range cmd.ExtraFiles {
 		f.Close()
@@ -122,8 +192,7 @@ func (p *Process) Serve(ctx context.Context) error {
 		return &ExitError{Reason: "cannot start: " + err.Error(), Code: -1}
 	}
 	proc := &Proc{PID: cmd.Process.Pid, clk: clk}
-	start := clk.Now()
-	proc.lastBeat.Store(start.UnixNano())
+	start := clk.Mono()
 	p.mu.Lock()
 	p.cur = proc
 	p.mu.Unlock()
@@ -166,12 +235,12 @@ func (p *Process) Serve(ctx context.Context) error {
 				<-attached
 			}
 			if cause != nil {
-				return cause
+				return withNote(cause, proc.exitNote())
 			}
 			if ctx.Err() != nil {
 				return nil // stopped on request: however it ended, it was asked to
 			}
-			return exitError(werr)
+			return withNote(exitError(werr), proc.exitNote())
 		case aerr := <-attached:
 			attached = nil
 			if aerr != nil && cause == nil && ctx.Err() == nil {
@@ -180,13 +249,11 @@ func (p *Process) Serve(ctx context.Context) error {
 				_ = unix.Kill(-proc.PID, syscall.SIGKILL)
 			}
 		case <-tick:
-			now := clk.Now()
-			last := time.Unix(0, proc.lastBeat.Load())
-			limit := p.HangTimeout
-			if !last.After(start) {
-				limit = grace // no beat yet
+			last, limit := time.Duration(proc.lastBeat.Load()), p.HangTimeout
+			if last == 0 {
+				last, limit = start, grace // no beat yet
 			}
-			if silent := now.Sub(last); silent >= limit && cause == nil && ctx.Err() == nil {
+			if silent := clk.Mono() - last; silent >= limit && cause == nil && ctx.Err() == nil {
 				cause = &ExitError{Reason: fmt.Sprintf("hung: no heartbeat for %v", silent.Round(time.Millisecond)),
 					Code: -1, Signal: "KILL", Hung: true}
 				log.Warn("process hung; killing it", "child", p.Name, "pid", proc.PID, "silent", silent)

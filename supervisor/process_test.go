@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -100,6 +102,196 @@ func TestProcessHang(t *testing.T) {
 	}
 	if alive() {
 		t.Error("hung process still alive")
+	}
+}
+
+// A wall-clock step in either direction, during the start grace, between
+// beats or during a real hang, neither kills a process that beats nor hides
+// one that stops: silence is measured on the monotonic clock.
+func TestProcessHangIgnoresWallSteps(t *testing.T) {
+	for _, step := range []time.Duration{time.Hour, -time.Hour} {
+		t.Run(fmt.Sprintf("step %+v", step), func(t *testing.T) {
+			clk := clock.NewFake(epoch)
+			attached := make(chan *Proc, 1)
+			beats := make(chan chan struct{})
+			p := &Process{
+				Name: "p", Command: shell("exec sleep 60"), Clock: clk, Logger: quiet(),
+				HangTimeout: time.Second, StartGrace: time.Second,
+				// Beats on the test's schedule, as a worker's reports arrive.
+				Attach: func(ctx context.Context, pr *Proc) error {
+					attached <- pr
+					for {
+						select {
+						case <-ctx.Done():
+							return nil
+						case done := <-beats:
+							pr.Beat()
+							close(done)
+						}
+					}
+				},
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			served := make(chan struct{}) // closed once Serve returned err
+			var err error
+			go func() { err = p.Serve(ctx); close(served) }()
+			t.Cleanup(func() { cancel(); <-served })
+			pr := <-attached
+			if err := clk.WaitPending(ctx, 1); err != nil {
+				t.Fatal(err)
+			}
+			beat := func() {
+				b := make(chan struct{})
+				beats <- b
+				<-b
+			}
+			// advance moves the clock in hang-check ticks (HangTimeout/8),
+			// letting the process take each one.
+			advance := func(d time.Duration) {
+				t.Helper()
+				for ; d > 0; d -= 125 * time.Millisecond {
+					clk.Advance(125 * time.Millisecond)
+					testutil.Eventually(t, 5*time.Second, "the hang check to take its tick", func() bool { return clk.Unread() == 0 })
+					select {
+					case <-served:
+						t.Fatalf("healthy process killed at %v of monotonic time after a wall step of %v: %v", clk.Mono()-clock.FakeMonoStart, step, err)
+					default:
+					}
+				}
+			}
+
+			clk.StepWall(step) // before the first beat, within the start grace
+			advance(750 * time.Millisecond)
+			for i := range 16 { // beats every 250ms, for 4s
+				beat()
+				if i == 8 {
+					clk.StepWall(step)
+				}
+				advance(250 * time.Millisecond)
+			}
+			if unix.Kill(pr.PID, 0) != nil {
+				t.Fatal("process died while it was beating")
+			}
+
+			// A real hang after a step is still found, on time.
+			beat()
+			clk.StepWall(step)
+			advance(875 * time.Millisecond)
+			clk.Advance(125 * time.Millisecond)
+			select {
+			case <-served:
+				var ee *ExitError
+				if !errors.As(err, &ee) || !ee.Hung || ee.Reason != "hung: no heartbeat for 1s" {
+					t.Fatalf("got %v, want a hang found one HangTimeout after the last beat", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("hang not found one HangTimeout after the last beat, past a wall step of %v", step)
+			}
+		})
+	}
+}
+
+// Why a process exited, as its Attach saw it, follows the exit reason, even
+// when Attach learns it only after the process has gone.
+func TestProcessExitNote(t *testing.T) {
+	const note = "worker: stream cam1: input fd 5 is not open"
+	tests := []struct {
+		name, script string
+		after        bool   // set the note after the process exited
+		note         string // "" for none
+		want         string // "" for a clean exit
+	}{
+		{"exit code", "exit 1", false, note, "exit code 1: " + note},
+		{"set on the way out", "exit 1", true, note, "exit code 1: " + note},
+		{"signal", "kill -SEGV $$", true, "panic: runtime error\ngoroutine 1 [running]:", "killed by signal SEGV: panic: runtime error goroutine 1 [running]:"},
+		{"no note", "exit 2", false, "", "exit code 2"},
+		{"clean exit ignores it", "exit 0", true, note, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := &Process{Name: "p", Command: shell(tt.script), Logger: quiet(),
+				Attach: func(ctx context.Context, pr *Proc) error {
+					if tt.note != "" && !tt.after {
+						pr.SetExitNote(tt.note)
+					}
+					<-ctx.Done()
+					if tt.note != "" && tt.after {
+						pr.SetExitNote(tt.note)
+					}
+					return nil
+				}}
+			err := p.Serve(context.Background())
+			if tt.want == "" {
+				if err != nil {
+					t.Fatalf("got %v, want a clean exit", err)
+				}
+				return
+			}
+			var ee *ExitError
+			if !errors.As(err, &ee) || ee.Reason != tt.want {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+			if tt.note != "" && ee.Note != cleanNote(tt.note) {
+				t.Errorf("Note %q, want %q", ee.Note, cleanNote(tt.note))
+			}
+		})
+	}
+}
+
+// The note reaches the supervisor's exit event and the node's last exit.
+func TestExitNoteInEventsAndSnapshot(t *testing.T) {
+	const want = "exit code 1: worker: stream cam1: input fd 5 is not open"
+	p := &Process{Name: "w", Command: shell("exit 1"), Logger: quiet(),
+		Attach: func(ctx context.Context, pr *Proc) error {
+			<-ctx.Done()
+			pr.SetExitNote("worker: stream cam1: input fd 5 is not open")
+			return nil
+		}}
+	events := make(chan Event, 100)
+	sup := New(Spec{Name: "s", Logger: quiet(), Events: func(e Event) { events <- e }},
+		Child{Name: "w", Service: p, Restart: Temporary})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	for {
+		select {
+		case e := <-events:
+			if e.Kind != EventExit {
+				continue
+			}
+			if e.Reason != want {
+				t.Errorf("exit event reason %q, want %q", e.Reason, want)
+			}
+			if got := sup.Snapshot().Children[0].LastExit; got != want {
+				t.Errorf("last_exit %q, want %q", got, want)
+			}
+			return
+		case <-time.After(5 * time.Second):
+			t.Fatal("no exit event")
+		}
+	}
+}
+
+func TestCleanNote(t *testing.T) {
+	t.Parallel()
+	long := strings.Repeat("é", 200) // 400 bytes
+	tests := []struct{ in, want string }{
+		{"plain", "plain"},
+		{"  first line\nsecond\r\n\tthird  ", "first line second third"},
+		{"bell\a and escape\x1b[31m", "bell and escape [31m"},
+		{"bad \xff byte", "bad \uFFFD byte"},
+		{long, strings.Repeat("é", 148) + "…"},
+		{strings.Repeat("a", MaxExitNote), strings.Repeat("a", MaxExitNote)},
+	}
+	for _, tt := range tests {
+		got := cleanNote(tt.in)
+		if got != tt.want {
+			t.Errorf("cleanNote(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if len(got) > MaxExitNote || !utf8.ValidString(got) || strings.ContainsAny(got, "\r\n") {
+			t.Errorf("cleanNote(%q) = %q: longer than %d bytes, not UTF-8, or more than a line", tt.in, got, MaxExitNote)
+		}
 	}
 }
 

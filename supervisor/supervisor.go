@@ -113,13 +113,15 @@ type Supervisor struct {
 	children []*child
 	exits    chan *instance
 
-	// Owned by the Serve loop.
-	restartTimes []time.Time
+	// Owned by the Serve loop. Times are the clock's Mono() readings.
+	restartTimes []time.Duration
 	timer        clock.Timer
-	timerAt      time.Time
+	timerAt      time.Duration
 	beat         <-chan time.Time
 
-	progress atomic.Int64 // UnixNano of the loop's last turn
+	progress    atomic.Int64 // Mono() at the loop's last turn; 0 before the first
+	started     chan struct{}
+	startedOnce sync.Once
 
 	mu    sync.Mutex // guards what Snapshot and event hooks read
 	path  string
@@ -142,7 +144,7 @@ type child struct {
 	// Owned by the Serve loop.
 	failures  int // restarts in a row without a healthy run, for the backoff
 	pending   bool
-	pendingAt time.Time
+	pendingAt time.Duration // Mono() when a pending restart is due
 }
 
 // instance is one run of a child.
@@ -152,7 +154,7 @@ type instance struct {
 	done     chan struct{} // closed when Serve has returned; err is then set
 	err      error
 	stopping chan struct{} // closed when the supervisor stops the instance itself
-	started  time.Time
+	started  time.Duration // Mono() at the start, to tell a healthy run
 }
 
 // New returns a supervisor of the given children, which must have distinct names.
@@ -175,6 +177,7 @@ func New(spec Spec, children ...Child) *Supervisor {
 	s := &Supervisor{
 		spec: spec, clk: spec.Clock, log: spec.Logger.With("supervisor", spec.Name),
 		exits: make(chan *instance), path: spec.Name, state: "stopped",
+		started: make(chan struct{}),
 	}
 	seen := map[string]bool{}
 	for _, c := range children {
@@ -226,6 +229,7 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 			due = s.armTimer(at)
 		}
 		s.markProgress()
+		s.startedOnce.Do(func() { close(s.started) })
 		select {
 		case <-s.beat:
 		case <-ctx.Done():
@@ -245,26 +249,30 @@ func (s *Supervisor) Serve(ctx context.Context) error {
 				return err
 			}
 		case <-due:
-			s.timerAt = time.Time{}
+			s.timer = nil
 			s.startDue(cctx)
 		}
 	}
 }
 
-func (s *Supervisor) markProgress() { s.progress.Store(s.clk.Now().UnixNano()) }
+func (s *Supervisor) markProgress() { s.progress.Store(int64(s.clk.Mono())) }
 
-// Progress returns when the supervision loop last made progress (zero if it
-// never ran) and whether it has given up. A loop that is waiting for a child
-// to stop still makes progress; one that is stuck does not.
-func (s *Supervisor) Progress() (last time.Time, gaveUp bool) {
+// Progress returns when the supervision loop last made progress, as a
+// reading of the clock's Mono() (0 if it never ran), and whether it has given
+// up. A loop that is waiting for a child to stop still makes progress; one
+// that is stuck does not. Judge it against the same clock's Mono(): the wall
+// clock may be stepped at any time.
+func (s *Supervisor) Progress() (last time.Duration, gaveUp bool) {
 	s.mu.Lock()
 	failed := s.state == "failed"
 	s.mu.Unlock()
-	if ns := s.progress.Load(); ns != 0 {
-		last = time.Unix(0, ns)
-	}
-	return last, failed
+	return time.Duration(s.progress.Load()), failed
 }
+
+// Started returns a channel that is closed once Serve has started the
+// children and begun its first turn, so Progress is fresh. It stays closed
+// after Serve returns, and across later Serves.
+func (s *Supervisor) Started() <-chan struct{} { return s.started }
 
 func (s *Supervisor) setState(state string) {
 	s.mu.Lock()
@@ -281,7 +289,7 @@ func (s *Supervisor) exited(ctx context.Context, inst *instance) error {
 	if !restarts(c.Restart, inst.err) {
 		return nil
 	}
-	now := s.clk.Now()
+	now := s.clk.Mono()
 	if s.tooMany(now) {
 		why := fmt.Sprintf("more than %d restarts within %v; last: %s: %s", s.spec.Intensity, s.spec.Period, c.Name, reason)
 		s.stopAll("give up")
@@ -289,7 +297,7 @@ func (s *Supervisor) exited(ctx context.Context, inst *instance) error {
 		return fmt.Errorf("supervisor %s: %w: %s", s.spec.Name, ErrGaveUp, why)
 	}
 
-	if now.Sub(inst.started) >= s.spec.Period {
+	if now-inst.started >= s.spec.Period {
 		c.failures = 0
 	}
 	c.failures++
@@ -309,7 +317,7 @@ func (s *Supervisor) exited(ctx context.Context, inst *instance) error {
 		if g != c && g.Restart == Temporary {
 			continue
 		}
-		g.pending, g.pendingAt = true, now.Add(delay)
+		g.pending, g.pendingAt = true, now+delay
 		s.mu.Lock()
 		g.state = "restarting"
 		g.restarts++
@@ -347,12 +355,12 @@ func restarts(r RestartType, err error) bool {
 	return false
 }
 
-// tooMany records a restart at now and reports whether that makes more than
-// Intensity within Period.
-func (s *Supervisor) tooMany(now time.Time) bool {
+// tooMany records a restart at now (a Mono reading) and reports whether that
+// makes more than Intensity within Period.
+func (s *Supervisor) tooMany(now time.Duration) bool {
 	kept := s.restartTimes[:0]
 	for _, t := range s.restartTimes {
-		if now.Sub(t) < s.spec.Period {
+		if now-t < s.spec.Period {
 			kept = append(kept, t)
 		}
 	}
@@ -388,38 +396,38 @@ func (s *Supervisor) group(c *child) []*child {
 	return []*child{c}
 }
 
-func (s *Supervisor) nextPending() (time.Time, bool) {
-	var at time.Time
+func (s *Supervisor) nextPending() (time.Duration, bool) {
+	var at time.Duration
 	found := false
 	for _, c := range s.children {
-		if c.pending && (!found || c.pendingAt.Before(at)) {
+		if c.pending && (!found || c.pendingAt < at) {
 			at, found = c.pendingAt, true
 		}
 	}
 	return at, found
 }
 
-func (s *Supervisor) armTimer(at time.Time) <-chan time.Time {
-	if s.timer != nil && at.Equal(s.timerAt) {
+func (s *Supervisor) armTimer(at time.Duration) <-chan time.Time {
+	if s.timer != nil && at == s.timerAt {
 		return s.timer.C()
 	}
 	s.stopTimer()
-	s.timer, s.timerAt = s.clk.NewTimer(at.Sub(s.clk.Now())), at
+	s.timer, s.timerAt = s.clk.NewTimer(at-s.clk.Mono()), at
 	return s.timer.C()
 }
 
 func (s *Supervisor) stopTimer() {
 	if s.timer != nil {
 		s.timer.Stop()
-		s.timer, s.timerAt = nil, time.Time{}
+		s.timer, s.timerAt = nil, 0
 	}
 }
 
 // startDue starts, in order, every pending child whose time has come.
 func (s *Supervisor) startDue(ctx context.Context) {
-	now := s.clk.Now()
+	now := s.clk.Mono()
 	for _, c := range s.children {
-		if c.pending && !c.pendingAt.After(now) {
+		if c.pending && c.pendingAt <= now {
 			c.pending = false
 			s.start(ctx, c)
 		}
@@ -438,7 +446,7 @@ func (s *Supervisor) start(ctx context.Context, c *child) {
 	// in reverse start order, and a child must not see the shutdown before
 	// its turn.
 	ictx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	inst := &instance{c: c, cancel: cancel, done: make(chan struct{}), stopping: make(chan struct{}), started: s.clk.Now()}
+	inst := &instance{c: c, cancel: cancel, done: make(chan struct{}), stopping: make(chan struct{}), started: s.clk.Mono()}
 	if _, ok := c.Service.(startReporter); ok {
 		ictx = context.WithValue(ictx, startHookKey{}, func(pid int) {
 			s.mu.Lock()
@@ -453,7 +461,7 @@ func (s *Supervisor) start(ctx context.Context, c *child) {
 		})
 	}
 	s.mu.Lock()
-	c.inst, c.state, c.since = inst, "running", inst.started
+	c.inst, c.state, c.since = inst, "running", s.clk.Now()
 	s.mu.Unlock()
 	if _, ok := c.Service.(startReporter); !ok {
 		s.emit(Event{Kind: EventStart, Child: c.Name}, false)

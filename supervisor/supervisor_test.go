@@ -513,16 +513,16 @@ func TestProgress(t *testing.T) {
 	r.serve()
 	r.expect("start x")
 	run := s.next(t)
-	waitProgress := func(want time.Time) {
+	waitProgress := func(want time.Duration) {
 		t.Helper()
 		testutil.Eventually(t, 5*time.Second, "progress at "+want.String(), func() bool {
 			last, _ := r.sup.Progress()
-			return last.Equal(want)
+			return last == want
 		})
 	}
-	waitProgress(epoch)
+	waitProgress(clock.FakeMonoStart)
 	r.clk.Advance(time.Second)
-	waitProgress(epoch.Add(time.Second))
+	waitProgress(clock.FakeMonoStart + time.Second)
 
 	// Waiting for a child to stop is progress.
 	r.cancel()
@@ -530,7 +530,7 @@ func TestProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.clk.Advance(time.Second)
-	waitProgress(epoch.Add(2 * time.Second))
+	waitProgress(clock.FakeMonoStart + 2*time.Second)
 	run.exit <- nil
 	r.expect("stop x")
 	r.wait()
@@ -545,9 +545,127 @@ func TestProgress(t *testing.T) {
 	<-entered
 	before, _ := r.sup.Progress()
 	r.clk.Advance(5 * time.Second)
-	if last, gaveUp := r.sup.Progress(); !last.Equal(before) || gaveUp {
+	if last, gaveUp := r.sup.Progress(); last != before || gaveUp {
 		t.Errorf("stuck loop: progress %v (was %v), gave up %v", last, before, gaveUp)
 	}
 	close(block)
 	r2.expect("exit x", "restart x", "start x")
+}
+
+// Started closes once the children are started and the loop turns, with
+// fresh progress, so a caller can wait for it instead of polling Progress.
+func TestStarted(t *testing.T) {
+	s := newScript()
+	r := newRig(t, Spec{}, Child{Name: "x", Service: s})
+	select {
+	case <-r.sup.Started():
+		t.Fatal("Started closed before Serve")
+	default:
+	}
+	if last, _ := r.sup.Progress(); last != 0 {
+		t.Fatalf("progress %v before Serve, want 0", last)
+	}
+	r.serve()
+	select {
+	case <-r.sup.Started():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Started not closed after Serve began")
+	}
+	if last, _ := r.sup.Progress(); last != clock.FakeMonoStart {
+		t.Errorf("progress %v once started, want %v", last, clock.FakeMonoStart)
+	}
+	if len(r.events) == 0 {
+		t.Error("Started closed before the children were started")
+	}
+	r.expect("start x")
+	s.next(t)
+	r.cancel()
+	r.expect("stop x")
+	r.wait()
+	select {
+	case <-r.sup.Started():
+	default:
+		t.Error("Started reopened after Serve returned")
+	}
+}
+
+// Progress is a monotonic reading: a wall step does not move it.
+func TestProgressIgnoresWallSteps(t *testing.T) {
+	r := newRig(t, Spec{Heartbeat: time.Second}, Child{Name: "x", Service: newScript()})
+	r.serve()
+	<-r.sup.Started()
+	for _, step := range []time.Duration{time.Hour, -2 * time.Hour} {
+		r.clk.StepWall(step)
+		before := r.clk.Mono()
+		r.clk.Advance(time.Second)
+		testutil.Eventually(t, 5*time.Second, "progress one second later", func() bool {
+			last, _ := r.sup.Progress()
+			return last == before+time.Second
+		})
+	}
+}
+
+// Restart intensity counts restarts within Period of monotonic time: a
+// wall step back does not keep old restarts in the window, and a step
+// forward does not forget recent ones.
+func TestIntensityIgnoresWallSteps(t *testing.T) {
+	t.Run("backward", func(t *testing.T) {
+		s := newScript()
+		r := newRig(t, Spec{Intensity: 2, Period: 5 * time.Second}, Child{Name: "x", Service: s})
+		r.serve()
+		r.expect("start x")
+		for range 10 {
+			s.next(t).exit <- errCrash
+			r.expect("exit x", "restart x", "start x")
+			r.clk.StepWall(-time.Hour)
+			r.clk.Advance(2500 * time.Millisecond) // 2 restarts within any 5 s, never 3
+		}
+	})
+	t.Run("forward", func(t *testing.T) {
+		s := newScript()
+		r := newRig(t, Spec{Intensity: 3, Period: 5 * time.Second}, Child{Name: "x", Service: s})
+		r.serve()
+		r.expect("start x")
+		for range 3 {
+			s.next(t).exit <- errCrash
+			r.expect("exit x", "restart x", "start x")
+			r.clk.StepWall(time.Hour)
+		}
+		s.next(t).exit <- errCrash
+		r.expect("exit x", "give_up x")
+		if err := r.wait(); !errors.Is(err, ErrGaveUp) {
+			t.Fatalf("Serve returned %v, want ErrGaveUp", err)
+		}
+	})
+}
+
+// Backoff delays run on the monotonic clock, and a wall step forward does
+// not pass for a healthy run that resets them.
+func TestBackoffIgnoresWallSteps(t *testing.T) {
+	s := newScript()
+	r := newRig(t, Spec{Intensity: 100, Period: 10 * time.Second, Backoff: 100 * time.Millisecond, BackoffMax: 400 * time.Millisecond},
+		Child{Name: "x", Service: s})
+	r.serve()
+	r.expect("start x")
+	steps := []time.Duration{time.Hour, -time.Hour, -time.Hour, time.Hour, time.Hour}
+	for i, delay := range []time.Duration{0, 100, 200, 400, 400} {
+		delay *= time.Millisecond
+		run := s.next(t)
+		r.clk.StepWall(steps[i]) // during the run: a forward step must not look like a long, healthy run
+		run.exit <- errCrash
+		ev := r.expect("exit x", "restart x")
+		if delay > 0 {
+			if want := fmt.Sprintf("in %v (backoff)", delay); !strings.Contains(ev[1].Reason, want) {
+				t.Fatalf("restart %d: reason %q, want %q", i+1, ev[1].Reason, want)
+			}
+			if err := r.clk.WaitPending(context.Background(), 1); err != nil {
+				t.Fatal(err)
+			}
+			r.clk.StepWall(-steps[i]) // while the restart waits
+			r.clk.Advance(delay - time.Millisecond)
+			r.quietNow()
+			r.clk.Advance(time.Millisecond)
+		}
+		r.expect("start x")
+	}
 }

@@ -123,20 +123,20 @@ func (n *fakeNotifier) withPrefix(prefix string) []string {
 type fakeRoot struct {
 	clk    *clock.Fake
 	mu     sync.Mutex
-	last   time.Time
+	last   time.Duration // a Mono() reading
 	gaveUp bool
 }
 
-func (r *fakeRoot) Progress() (time.Time, bool) {
+func (r *fakeRoot) Progress() (time.Duration, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.last, r.gaveUp
 }
 
 // beat is one turn of the root's loop, now.
-func (r *fakeRoot) beat() { r.set(r.clk.Now(), false) }
+func (r *fakeRoot) beat() { r.set(r.clk.Mono(), false) }
 
-func (r *fakeRoot) set(last time.Time, gaveUp bool) {
+func (r *fakeRoot) set(last time.Duration, gaveUp bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.last, r.gaveUp = last, gaveUp

@@ -12,21 +12,19 @@ import (
 	"appliance/internal/clock"
 )
 
-// DefaultTimeout is the hardware timeout when Options.Timeout is zero.
-const DefaultTimeout = 10 * time.Second
-
 // Options configure a Keeper.
 type Options struct {
 	Device     Device        // nil: no hardware watchdog
 	DevicePath string        // shown in the status only
-	Timeout    time.Duration // hardware timeout to ask for; DefaultTimeout if zero
+	Timeout    time.Duration // hardware timeout to ask for; required with a Device
 
 	Notifier        Notifier      // nil: no systemd at all
 	SystemdInterval time.Duration // WATCHDOG_USEC; 0: systemd's watchdog is off (READY, STATUS, STOPPING still go out)
 
-	// Progress reports the supervision root's last turn and whether it gave
-	// up: (*supervisor.Supervisor).Progress. Required.
-	Progress func() (last time.Time, gaveUp bool)
+	// Progress reports the supervision root's last turn, as a reading of
+	// Clock's Mono() (0 before the first), and whether it gave up:
+	// (*supervisor.Supervisor).Progress, with the same clock. Required.
+	Progress func() (last time.Duration, gaveUp bool)
 	// Stale is how old progress may be and still count as alive. It must be
 	// longer than the root's heartbeat. Default: half the shorter of the
 	// hardware timeout and the systemd interval, 2s if neither is in use.
@@ -110,9 +108,6 @@ type Keeper struct {
 
 	// Owned by the step, which only Serve runs.
 	gaveUp     bool // latched: a root that gave up is never trusted again
-	seenLast   time.Time
-	seenAt     time.Time // when seenLast was first seen
-	bounded    bool      // seenLast appeared after an earlier look, so it is at most a period older than seenAt
 	lastGate   gate
 	readySent  bool
 	statusSent string
@@ -133,8 +128,8 @@ func New(o Options) (*Keeper, error) {
 	if o.Timeout < 0 || o.SystemdInterval < 0 || o.Stale < 0 {
 		return nil, fmt.Errorf("watchdog: negative duration (timeout %v, systemd interval %v, stale %v)", o.Timeout, o.SystemdInterval, o.Stale)
 	}
-	if o.Timeout == 0 {
-		o.Timeout = DefaultTimeout
+	if o.Device != nil && o.Timeout == 0 {
+		return nil, fmt.Errorf("watchdog: Options.Timeout is required with a device (%s): pass the configured watchdog timeout", o.DevicePath)
 	}
 	k := &Keeper{o: o, clk: o.Clock, log: o.Logger, stopped: make(chan struct{}), reason: "not started yet"}
 	if k.clk == nil {
@@ -224,12 +219,13 @@ func (k *Keeper) Serve(ctx context.Context) error {
 	}
 }
 
-// step judges the root and feeds the watchdogs only if it is healthy.
+// step judges the root and feeds the watchdogs only if it is healthy. now is
+// the wall time, only to show when the watchdogs were last fed.
 func (k *Keeper) step(now time.Time) {
 	if k.stopping.Load() {
 		return
 	}
-	g, reason := k.judge(now)
+	g, reason := k.judge(k.clk.Mono())
 	ok := g == gateOK
 	fed := false
 	if ok {
@@ -266,31 +262,20 @@ func (k *Keeper) step(now time.Time) {
 	}
 }
 
-// judge decides whether the root is healthy.
-func (k *Keeper) judge(now time.Time) (gate, string) {
+// judge decides whether the root is healthy, at now on the monotonic clock.
+// The root's progress is on the same clock, so its age is a plain
+// difference, whatever happens to the wall clock; a root stuck before the
+// keeper started is as old as it looks.
+func (k *Keeper) judge(now time.Duration) (gate, string) {
 	last, gaveUp := k.o.Progress()
 	k.gaveUp = k.gaveUp || gaveUp
 	if k.gaveUp {
 		return gateGaveUp, gateGaveUp.what()
 	}
-	if last.IsZero() {
+	if last == 0 {
 		return gateNotStarted, gateNotStarted.what()
 	}
-	if !last.Equal(k.seenLast) {
-		k.bounded = !k.seenAt.IsZero()
-		k.seenLast, k.seenAt = last, now
-	}
-	// The stamp is wall time. If the wall clock was stepped (NTP on a box
-	// without an RTC steps it by years), the age by the wall clock is
-	// impossible: ahead of us, or behind us by more than a step before we
-	// first saw this stamp. Then trust only our own clock: how long the
-	// stamp has stood still. The very first stamp has no history, so an old
-	// one counts as old: a root stuck before the keeper started is not fed.
-	age := now.Sub(last)
-	if seen := now.Sub(k.seenAt); age < 0 || (k.bounded && age > seen+k.period) {
-		age = seen
-	}
-	if age > k.stale {
+	if age := now - last; age > k.stale {
 		return gateStuck, fmt.Sprintf("%s for %v", gateStuck.what(), age.Round(100*time.Millisecond))
 	}
 	return gateOK, ""

@@ -83,7 +83,7 @@ func TestNoFeedAfterGiveUpEver(t *testing.T) {
 	r := newRig(t, nil)
 	r.root.beat()
 	r.start()
-	r.root.set(r.clk.Now(), true)
+	r.root.set(r.clk.Mono(), true)
 	r.step()
 	r.root.beat() // even if it claimed to be back: a root that gave up is not trusted
 	r.step()
@@ -293,41 +293,47 @@ func TestSystemdOnlyAndNeither(t *testing.T) {
 	})
 }
 
+// The root's progress and the keeper's judgement are both on the monotonic
+// clock: a wall step either way neither starves a root that moves nor feeds
+// one that stalls.
 func TestWallClockSteps(t *testing.T) {
 	t.Parallel()
-	t.Run("forward: a moving root stays healthy", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil)
-		r.root.beat()
-		r.start()
-		for i := range 4 { // stamps a year behind the keeper's clock, but moving
-			r.root.set(r.clk.Now().Add(-365*24*time.Hour+time.Duration(i)), false)
+	for _, step := range []time.Duration{time.Hour, -time.Hour} {
+		t.Run(step.String(), func(t *testing.T) {
+			t.Parallel()
+			r := newRig(t, nil)
+			r.root.beat()
+			r.start()
+			for range 4 { // a step between the root's turn and the judgement
+				r.root.beat()
+				r.clk.StepWall(step)
+				r.step()
+			}
+			if got, wd := r.keepalives(), r.note.count("WATCHDOG=1"); got != 5 || wd != 5 {
+				t.Fatalf("across wall steps of %v: %d keepalives, %d WATCHDOG=1; want 5 each", step, got, wd)
+			}
+			if s := r.k.Snapshot(); !s.Feeding || s.LastFeed == nil || !s.LastFeed.Equal(r.clk.Now()) {
+				t.Errorf("snapshot %+v, want feeding, last fed at the stepped wall time %v", s, r.clk.Now())
+			}
+
+			// The root stalled after its last turn, 2.5s ago (still fresh
+			// then): across another step it is found stuck on time.
+			r.clk.StepWall(step)
 			r.step()
-		}
-		if got := r.keepalives(); got != 5 {
-			t.Errorf("%d keepalives, want 5", got)
-		}
-	})
-	t.Run("backward: a stamp from the future that stands still is stuck", func(t *testing.T) {
-		t.Parallel()
-		r := newRig(t, nil)
-		r.root.set(epoch.Add(time.Hour), false)
-		r.start()
-		r.step()
-		r.step()
-		if got := r.keepalives(); got != 2 {
-			t.Errorf("%d keepalives, want 2 before the still stamp is stale", got)
-		}
-		if s := r.k.Snapshot(); s.Feeding || s.Reason != "supervision root stuck for 5s" {
-			t.Errorf("snapshot %+v", s)
-		}
-	})
+			if got := r.keepalives(); got != 5 {
+				t.Errorf("%d keepalives, want 5: none once the stalled root is stale", got)
+			}
+			if s := r.k.Snapshot(); s.Feeding || s.Reason != "supervision root stuck for 5s" {
+				t.Errorf("snapshot %+v, want stuck for 5s", s)
+			}
+		})
+	}
 }
 
 func TestStuckBeforeStart(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, nil)
-	r.root.set(epoch.Add(-10*time.Second), false)
+	r.root.set(r.clk.Mono()-10*time.Second, false)
 	r.start()
 	r.step()
 	if got := r.keepalives(); got != 0 {
@@ -376,13 +382,23 @@ func TestNew(t *testing.T) {
 	if _, err := New(Options{}); err == nil || !strings.Contains(err.Error(), "Progress") {
 		t.Errorf("New without Progress: %v", err)
 	}
-	progress := func() (time.Time, bool) { return time.Time{}, false }
-	dev := &fakeDevice{setErr: errInjected}
-	if _, err := New(Options{Device: dev, Progress: progress}); !errors.Is(err, errInjected) {
+	progress := func() (time.Duration, bool) { return 0, false }
+	dev := &fakeDevice{}
+	if _, err := New(Options{Device: dev, DevicePath: "/dev/watchdog0", Progress: progress}); err == nil || !strings.Contains(err.Error(), "Timeout is required") {
+		t.Errorf("New with a device and no timeout: %v, want an error asking for the timeout", err)
+	}
+	if dev.timeout != 0 {
+		t.Errorf("a timeout of %v was set though none was given", dev.timeout)
+	}
+	if _, err := New(Options{Progress: progress, Notifier: &fakeNotifier{}}); err != nil {
+		t.Errorf("New without a device needs no timeout: %v", err)
+	}
+	dev = &fakeDevice{setErr: errInjected}
+	if _, err := New(Options{Device: dev, Timeout: 10 * time.Second, Progress: progress}); !errors.Is(err, errInjected) {
 		t.Errorf("New with a failing SetTimeout: %v", err)
 	}
 	dev = &fakeDevice{granted: 12 * time.Second}
-	k, err := New(Options{Device: dev, DevicePath: "/dev/watchdog0", Progress: progress, Boot: BootRecord{BootCount: 3, LastResetReason: ReasonWatchdog}, Logger: slog.New(slog.DiscardHandler)})
+	k, err := New(Options{Device: dev, DevicePath: "/dev/watchdog0", Timeout: 10 * time.Second, Progress: progress, Boot: BootRecord{BootCount: 3, LastResetReason: ReasonWatchdog}, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
