@@ -72,7 +72,11 @@ func newTestMonitor(t *testing.T, o Options) (*Monitor, *health.Tracker, *clock.
 	clk := clock.NewFake(epoch)
 	tr := health.NewTracker(clk, quiet())
 	if o.Sysfs == "" {
+		// An empty sysfs still has the class directory every kernel has.
 		o.Sysfs = t.TempDir()
+		if err := os.Mkdir(filepath.Join(o.Sysfs, "class"), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	o.Health, o.Clock, o.Logger = tr, clk, quiet()
 	if o.ClearMarginC == 0 {

@@ -58,6 +58,7 @@ type Options struct {
 	// Command is the argv that starts a worker: normally this binary with the
 	// hidden "worker" subcommand.
 	Command []string
+	Argv0   string    // what ps shows for a worker instead of Command[0], if set
 	Env     []string  // extra environment for workers
 	Stderr  io.Writer // where workers' stderr goes; os.Stderr if nil
 	Alarms  Alarms    // may be nil
@@ -562,5 +563,5 @@ func outputHint(o OutputStatus) string {
 	return ""
 }
 
-// mono reads the monotonic clock. TMPMERGE: m.clk.Mono()
-func (m *Manager) mono() time.Duration { return clock.Mono() }
+// mono reads the monotonic clock.
+func (m *Manager) mono() time.Duration { return m.clk.Mono() }

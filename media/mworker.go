@@ -55,6 +55,9 @@ func (w *mworker) command() (*exec.Cmd, error) {
 	parent, child := os.NewFile(uintptr(fds[0]), "control"), os.NewFile(uintptr(fds[1]), "control-worker")
 	argv := w.m.opts.Command
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if w.m.opts.Argv0 != "" {
+		cmd.Args[0] = w.m.opts.Argv0
+	}
 	// Only the control socket is inherited: input sockets are passed over
 	// it, so a start costs no descriptors here.
 	cmd.ExtraFiles = []*os.File{child}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -94,9 +95,8 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 	defer w.closeAll()
 	ctlErr := make(chan error, 1)
 	go func() {
-		err := w.control()
+		ctlErr <- w.control() // before cancel: the loop below must find it
 		cancel()
-		ctlErr <- err
 	}()
 
 	tick := time.NewTicker(time.Duration(w.hello.ReportIntervalNs))
@@ -193,7 +193,7 @@ func (w *workerProc) control() error {
 }
 
 func isEOF(err error) bool {
-	return errors.Is(err, os.ErrClosed) || err.Error() == "EOF" || errors.Is(err, unix.ECONNRESET)
+	return errors.Is(err, os.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)
 }
 
 func (w *workerProc) send(typ byte, v any, fds []int) error {

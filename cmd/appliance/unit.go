@@ -125,7 +125,12 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	// Workers are this very binary, even if the file is replaced under a
 	// running unit (an update): they always speak the parent's protocol.
-	u, err := newUnit(cfg, *path, "/proc/self/exe", clock.Real(), log)
+	// ps shows them under the binary's name.
+	argv0, err := os.Executable()
+	if err != nil {
+		argv0 = os.Args[0]
+	}
+	u, err := newUnit(cfg, *path, "/proc/self/exe", argv0, clock.Real(), log)
 	if err != nil {
 		return err
 	}

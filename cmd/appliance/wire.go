@@ -62,7 +62,7 @@ type unit struct {
 	gaveUp   atomic.Bool
 }
 
-func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Logger) (*unit, error) {
+func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *slog.Logger) (*unit, error) {
 	u := &unit{cfg: cfg, path: path, listen: cfg.Status.Listen, log: log, clk: clk, started: clk.Now(),
 		events: supervisor.NewEventLog(1024), health: health.NewTracker(clk, log)}
 
@@ -79,6 +79,7 @@ func newUnit(cfg *config.Config, path, exe string, clk clock.Clock, log *slog.Lo
 		StandbyRing:      time.Duration(cfg.Media.StandbyRing),
 		OutputAlarmAfter: time.Duration(cfg.Media.OutputAlarmAfter),
 		Command:          []string{exe, "worker"},
+		Argv0:            argv0,
 		Alarms:           u.health,
 		Clock:            clk,
 		Logger:           log,
@@ -305,8 +306,9 @@ func (u *unit) run(ctx context.Context) error {
 	go func() { rootDone <- u.root.Serve(ctx) }()
 	// The keeper judges the root by its progress: start it once the root
 	// has begun, so the first judgement is not "has not started".
-	for last, _ := u.root.Progress(); last.IsZero(); last, _ = u.root.Progress() {
-		time.Sleep(time.Millisecond)
+	select {
+	case <-u.root.Started():
+	case <-ctx.Done():
 	}
 	keeperDone := make(chan error, 1)
 	go func() { keeperDone <- u.keeper.Serve(context.Background()) }()
