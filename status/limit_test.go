@@ -1,0 +1,168 @@
+package status
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"appliance/internal/testutil"
+)
+
+// rawConn is one client keep-alive connection, driven by hand so the test
+// decides when it is idle.
+type rawConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, s *Server) *rawConn {
+	t.Helper()
+	c, err := net.Dial("tcp", s.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{Conn: c, br: bufio.NewReader(c)}
+}
+
+func (c *rawConn) send(t *testing.T, path string) {
+	t.Helper()
+	if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: unit\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// answer reads one response; the deadline only keeps a broken server from
+// hanging the test.
+func (c *rawConn) answer() (int, error) {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return 0, err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, err
+}
+
+// closed reports whether the server has closed the connection.
+func (c *rawConn) closed() bool {
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := c.br.ReadByte()
+	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || (err != nil && strings.Contains(err.Error(), "reset"))
+}
+
+// More keep-alive clients than the cap: the server never holds more than
+// the cap, every client is answered (the connection idle longest makes
+// room), and exactly the ones made room for are gone.
+func TestConnectionCap(t *testing.T) {
+	const max, extra = 4, 3
+	s := serveWith(t, sample("running"), Options{MaxConnections: max, IdleTimeout: time.Minute})
+	conns := make([]*rawConn, max+extra)
+	for i := range conns {
+		conns[i] = dialRaw(t, s)
+		conns[i].send(t, "/healthz")
+	}
+	for i, c := range conns {
+		if code, err := c.answer(); code != 200 {
+			t.Fatalf("client %d: %d %v", i, code, err)
+		}
+	}
+	if peak, _ := s.ln.stats(); peak > max {
+		t.Errorf("held %d connections at once, cap %d", peak, max)
+	}
+	if n := s.ln.held(); n != max {
+		t.Errorf("holding %d connections after every client was answered, want the cap %d", n, max)
+	}
+	// The connections still held answer again; the ones shed do not.
+	answered := 0
+	for _, c := range conns {
+		c.send(t, "/healthz")
+		if code, _ := c.answer(); code == 200 {
+			answered++
+		}
+	}
+	if answered != max {
+		t.Errorf("%d connections still answer, want %d", answered, max)
+	}
+}
+
+// Idle keep-alive connections are closed after the idle timeout, giving
+// their slots back.
+func TestIdleConnectionsClosed(t *testing.T) {
+	s := serveWith(t, sample("running"), Options{MaxConnections: 2, IdleTimeout: 100 * time.Millisecond})
+	conns := []*rawConn{dialRaw(t, s), dialRaw(t, s)}
+	for _, c := range conns {
+		c.send(t, "/healthz")
+		if code, err := c.answer(); code != 200 {
+			t.Fatalf("%d %v", code, err)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, "idle connections to be closed", func() bool { return s.ln.held() == 0 })
+	for i, c := range conns {
+		if !c.closed() {
+			t.Errorf("client %d: connection still open after the idle timeout", i)
+		}
+	}
+}
+
+// While every slot is busy with a request, the next client waits in the
+// kernel's backlog, unaccepted, and is answered once a slot frees.
+func TestBusySlotsMakeClientsWait(t *testing.T) {
+	const max = 3
+	src := &counting{rep: sample("running").rep, gate: make(chan struct{})}
+	s := serveWith(t, src, Options{MaxConnections: max, IdleTimeout: time.Minute})
+	busy := make([]*rawConn, max)
+	for i := range busy {
+		busy[i] = dialRaw(t, s)
+		busy[i].send(t, "/api/v1/status")
+	}
+	testutil.Eventually(t, 5*time.Second, "the busy clients to be accepted", func() bool { return s.ln.held() == max })
+	late := dialRaw(t, s)
+	late.send(t, "/healthz")
+	testutil.Eventually(t, 5*time.Second, "accept to wait for a slot", func() bool {
+		_, waiting := s.ln.stats()
+		return waiting == 1
+	})
+	if n := s.ln.held(); n != max {
+		t.Fatalf("holding %d connections, cap %d", n, max)
+	}
+	close(src.gate)
+	for i, c := range busy {
+		if code, err := c.answer(); code != 200 {
+			t.Errorf("busy client %d: %d %v", i, code, err)
+		}
+	}
+	if code, err := late.answer(); code != 200 {
+		t.Errorf("late client: %d %v", code, err)
+	}
+	if peak, _ := s.ln.stats(); peak > max {
+		t.Errorf("held %d connections at once, cap %d", peak, max)
+	}
+}
+
+func TestListenNeedsOptions(t *testing.T) {
+	for _, tt := range []struct {
+		opts Options
+		want string
+	}{
+		{Options{IdleTimeout: time.Second}, "status.max_connections"},
+		{Options{MaxConnections: 1}, "status.idle_timeout"},
+		{Options{MaxConnections: -1, IdleTimeout: time.Second}, "status.max_connections"},
+	} {
+		s, err := Listen("127.0.0.1:0", tt.opts, sample("running"), discard())
+		if err == nil {
+			s.Close()
+			t.Errorf("%+v: no error", tt.opts)
+			continue
+		}
+		if !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v, want it to name %s", tt.opts, err, tt.want)
+		}
+	}
+}
