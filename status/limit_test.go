@@ -3,9 +3,11 @@ package status
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +59,41 @@ func (c *rawConn) closed() bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || (err != nil && strings.Contains(err.Error(), "reset"))
 }
 
+// serverSockets counts this process's descriptors for connections
+// accepted on port: what the cap is about, seen from the kernel rather
+// than from the listener's own count. Clients still in the backlog have a
+// socket in the kernel but no descriptor here.
+func serverSockets(t *testing.T, port int) int {
+	t.Helper()
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("cannot read /proc/net/tcp (%v); counting descriptors needs Linux procfs", err)
+	}
+	accepted := map[string]bool{} // socket inodes
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "01" { // 01: established
+			continue
+		}
+		if _, p, _ := strings.Cut(f[1], ":"); p == fmt.Sprintf("%04X", port) {
+			accepted["socket:["+f[9]+"]"] = true
+		}
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, fd := range fds {
+		if target, err := os.Readlink("/proc/self/fd/" + fd.Name()); err == nil && accepted[target] {
+			n++
+		}
+	}
+	return n
+}
+
+func port(s *Server) int { return s.Addr().(*net.TCPAddr).Port }
+
 // More keep-alive clients than the cap: the server never holds more than
 // the cap, every client is answered (the connection idle longest makes
 // room), and exactly the ones made room for are gone.
@@ -78,6 +115,9 @@ func TestConnectionCap(t *testing.T) {
 	}
 	if n := s.ln.held(); n != max {
 		t.Errorf("holding %d connections after every client was answered, want the cap %d", n, max)
+	}
+	if n := serverSockets(t, port(s)); n != max {
+		t.Errorf("%d descriptors for accepted connections, want the cap %d", n, max)
 	}
 	// The connections still held answer again; the ones shed do not.
 	answered := 0
@@ -109,6 +149,14 @@ func TestIdleConnectionsClosed(t *testing.T) {
 			t.Errorf("client %d: connection still open after the idle timeout", i)
 		}
 	}
+	if n := serverSockets(t, port(s)); n != 0 {
+		t.Errorf("%d descriptors for accepted connections after the idle timeout, want 0", n)
+	}
+	late := dialRaw(t, s)
+	late.send(t, "/healthz")
+	if code, err := late.answer(); code != 200 {
+		t.Errorf("a client after the idle ones left: %d %v", code, err)
+	}
 }
 
 // While every slot is busy with a request, the next client waits in the
@@ -131,6 +179,9 @@ func TestBusySlotsMakeClientsWait(t *testing.T) {
 	})
 	if n := s.ln.held(); n != max {
 		t.Fatalf("holding %d connections, cap %d", n, max)
+	}
+	if n := serverSockets(t, port(s)); n != max {
+		t.Errorf("%d descriptors for accepted connections with a client waiting, want the cap %d", n, max)
 	}
 	close(src.gate)
 	for i, c := range busy {

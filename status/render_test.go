@@ -54,9 +54,19 @@ func TestHealthzNeverBuildsReport(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "a status request to be building the report", func() bool {
 		return src.calls.Load() == 1
 	})
+	// A timeout, so that a /healthz stuck behind the report fails the test
+	// instead of hanging it.
+	client := &http.Client{Timeout: 10 * time.Second}
 	for range 20 {
-		if code, body := get(t, "GET", base+"/healthz"); code != 200 || body["state"] != "running" {
-			t.Fatalf("/healthz: %d %v", code, body)
+		resp, err := client.Get(base + "/healthz")
+		if err != nil {
+			t.Fatalf("/healthz while the report is stuck: %v", err)
+		}
+		var body map[string]string
+		err = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || err != nil || body["state"] != "running" {
+			t.Fatalf("/healthz: %d %v %v", resp.StatusCode, body, err)
 		}
 	}
 	if n := src.calls.Load(); n != 1 {
