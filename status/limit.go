@@ -3,6 +3,7 @@ package status
 import (
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // capListener holds at most cap accepted connections at once. Accept waits
@@ -19,6 +20,7 @@ import (
 type capListener struct {
 	net.Listener
 	backlog *backlog      // nil where the backlog cannot be watched
+	blind   atomic.Bool   // watching the backlog failed: wait for slots without shedding
 	slots   chan struct{} // one token per held connection
 	done    chan struct{} // closed by Close; wakes an Accept waiting for a slot
 	once    sync.Once
@@ -65,9 +67,14 @@ func (l *capListener) acquire() error {
 		if l.trySlot() {
 			return nil
 		}
-		if l.backlog != nil {
+		if l.backlog != nil && !l.blind.Load() {
 			if err := l.backlog.wait(); err != nil {
-				return l.closedOr(err)
+				if l.isClosed() {
+					return net.ErrClosed
+				}
+				// The API must go on without shedding rather than stop.
+				l.blind.Store(true)
+				continue
 			}
 			if l.trySlot() {
 				return nil
@@ -87,10 +94,8 @@ func (l *capListener) acquire() error {
 		case <-l.done:
 		}
 		l.addWaiting(-1)
-		select {
-		case <-l.done:
+		if l.isClosed() {
 			return net.ErrClosed
-		default:
 		}
 	}
 }
@@ -105,12 +110,12 @@ func (l *capListener) trySlot() bool {
 	}
 }
 
-func (l *capListener) closedOr(err error) error {
+func (l *capListener) isClosed() bool {
 	select {
 	case <-l.done:
-		return net.ErrClosed
+		return true
 	default:
-		return err
+		return false
 	}
 }
 

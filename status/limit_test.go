@@ -217,3 +217,26 @@ func TestListenNeedsOptions(t *testing.T) {
 		}
 	}
 }
+
+// Where the backlog cannot be watched, the cap still holds and the API
+// still answers: clients beyond it wait for an idle connection to time out.
+func TestCapWithoutWatchingTheBacklog(t *testing.T) {
+	s := serveWith(t, sample("running"), Options{MaxConnections: 1, IdleTimeout: 100 * time.Millisecond})
+	if s.ln.backlog != nil {
+		_ = s.ln.backlog.close() // the next wait fails, as a broken watch would
+	}
+	first, second := dialRaw(t, s), dialRaw(t, s)
+	first.send(t, "/healthz")
+	second.send(t, "/healthz")
+	for i, c := range []*rawConn{first, second} {
+		if code, err := c.answer(); code != 200 {
+			t.Fatalf("client %d: %d %v", i, code, err)
+		}
+	}
+	if peak, _ := s.ln.stats(); peak != 1 {
+		t.Errorf("held %d connections at once, cap 1", peak)
+	}
+	if !first.closed() {
+		t.Error("the first connection is open, yet the second was answered")
+	}
+}
