@@ -44,28 +44,63 @@ type Unit struct {
 	State string `json:"state"`
 }
 
-// Source produces the current report.
+// Source is what the server shows. The two methods have very different
+// costs on purpose: /healthz is what watchdogs and load balancers poll, so
+// it must answer in constant time however many streams there are and
+// whatever the API is doing.
 type Source interface {
+	// Report assembles the whole report from snapshots the report path has
+	// published; at 1,000 streams it may take milliseconds. It must not
+	// take any lock the report or heartbeat path holds while it works.
 	Report() Report
+	// State is "running", or "failed" once the supervision root has given
+	// up. It must do constant work.
+	State() string
+}
+
+// MaxEvents is the most events /api/v1/events returns, and the most a
+// Report should carry.
+const MaxEvents = 200
+
+// Options bound what the API may take from the unit. Both are required: the
+// defaults belong to the config (status.max_connections, status.idle_timeout).
+type Options struct {
+	// MaxConnections caps the connections held open at once. Keep it well
+	// below the descriptor limit: worker restarts need descriptors too.
+	MaxConnections int
+	// IdleTimeout closes a keep-alive connection that has been idle this long.
+	IdleTimeout time.Duration
 }
 
 // Server is the unit's HTTP API. It runs outside the supervision tree on
 // purpose: when everything else has given up, it is how an operator finds out why.
 type Server struct {
-	src Source
-	log *slog.Logger
-	ln  net.Listener
-	srv *http.Server
+	src    Source
+	log    *slog.Logger
+	ln     *capListener
+	srv    *http.Server
+	render renderer
 }
 
 // Listen binds addr now, so that a busy port is reported before anything
 // else starts.
-func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
+func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, error) {
+	if opts.MaxConnections < 1 {
+		return nil, fmt.Errorf("status: MaxConnections is %d; pass status.max_connections from the config (at least 1)", opts.MaxConnections)
+	}
+	if opts.IdleTimeout <= 0 {
+		return nil, fmt.Errorf("status: IdleTimeout is %v; pass status.idle_timeout from the config (more than 0)", opts.IdleTimeout)
+	}
+	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("status: listen on %s: %w (set status.listen to a free address)", addr, err)
 	}
-	s := &Server{src: src, log: log, ln: ln}
+	ln, err := newCapListener(inner, opts.MaxConnections)
+	if err != nil {
+		inner.Close()
+		return nil, err
+	}
+	s := &Server{src: src, log: log, ln: ln, render: renderer{src: src, now: time.Now}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/api/v1/status", s.status)
@@ -74,13 +109,20 @@ func Listen(addr string, src Source, log *slog.Logger) (*Server, error) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (try /api/v1/status)")
 	})
 	s.srv = &http.Server{
-		Handler:           mux,
+		Handler: mux,
+		// A connection holds one of few slots, so a client that is slow to
+		// send its request or read the answer is cut off in seconds.
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if cc, ok := c.(*capConn); ok {
+				ln.setIdle(cc, st == http.StateIdle)
+			}
+		},
 	}
 	return s, nil
 }
@@ -115,42 +157,118 @@ func getOnly(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// healthz answers from State alone, never from the report: it is polled
+// by watchdogs and must not slow down as streams and API clients grow.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	if !getOnly(w, r) {
 		return
 	}
-	rep := s.src.Report()
+	state := s.src.State()
 	code := http.StatusOK
-	if rep.Unit.State != "running" {
+	if state != "running" {
 		code = http.StatusServiceUnavailable
 	}
-	writeJSON(w, code, map[string]string{"state": rep.Unit.State})
+	writeJSON(w, code, map[string]string{"state": state})
 }
 
+// status serves GET /api/v1/status: compact JSON, gzipped for clients that
+// accept it, or indented with ?pretty=1.
 func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	if !getOnly(w, r) {
 		return
 	}
-	writeJSON(w, http.StatusOK, s.src.Report())
+	g, ok := s.rendering(w, r, true)
+	if !ok {
+		return
+	}
+	w.Header().Set("Vary", "Accept-Encoding")
+	switch {
+	case pretty(r):
+		writeBody(w, g.indented(), false)
+	case acceptsGzip(r.Header.Values("Accept-Encoding")):
+		writeBody(w, g.compressed(), true)
+	default:
+		writeBody(w, g.body, false)
+	}
 }
 
-// events serves GET /api/v1/events[?limit=N], most recent first.
+// rendering gets the shared rendering for a request, answering it with an
+// error when it lacks what the request needs: the encoded document
+// (needBody), or at least the report.
+func (s *Server) rendering(w http.ResponseWriter, r *http.Request, needBody bool) (*rendering, bool) {
+	g, err := s.render.get(r.Context())
+	if err != nil {
+		return nil, false // the client went away
+	}
+	if g.err != nil && (needBody || !g.repOK) {
+		s.serverError(w, g, g.err)
+		return nil, false
+	}
+	return g, true
+}
+
+func (s *Server) serverError(w http.ResponseWriter, g *rendering, err error) {
+	g.logOnce.Do(func() { s.log.Error("status: cannot serve the report", "err", err) })
+	writeError(w, http.StatusInternalServerError, "the status report could not be built: "+err.Error()+"; this is a bug, please report it with the log")
+}
+
+// events serves GET /api/v1/events[?limit=N][&pretty=1], most recent first.
 func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	if !getOnly(w, r) {
 		return
 	}
-	ev := s.src.Report().Events
-	if v := r.URL.Query().Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(w, http.StatusBadRequest, "limit must be a whole number of at least 1, got "+strconv.Quote(v))
-			return
-		}
-		if n < len(ev) {
-			ev = ev[:n]
-		}
+	n, err := parseLimit(r.URL.Query().Get("limit"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"events": ev})
+	g, ok := s.rendering(w, r, false)
+	if !ok {
+		return
+	}
+	doc, err := g.eventsDoc(n)
+	if err != nil {
+		s.serverError(w, g, err)
+		return
+	}
+	if pretty(r) {
+		doc = indent(doc)
+	}
+	writeBody(w, doc, false)
+}
+
+func pretty(r *http.Request) bool {
+	v := r.URL.Query().Get("pretty")
+	return v != "" && v != "0" && v != "false"
+}
+
+// writeBody answers 200 with a JSON document.
+func writeBody(w http.ResponseWriter, body []byte, gzipped bool) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if gzipped {
+		h.Set("Content-Encoding", "gzip")
+	}
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(body)
+}
+
+// parseLimit reads the limit parameter of /api/v1/events; empty means
+// MaxEvents.
+func parseLimit(v string) (int, error) {
+	if v == "" {
+		return MaxEvents, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, errors.New("limit must be a whole number of at least 1, got " + strconv.Quote(v))
+	}
+	if n > MaxEvents {
+		return 0, fmt.Errorf("limit %d is above the cap of %d; ask for %d or fewer", n, MaxEvents, MaxEvents)
+	}
+	return n, nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -17,10 +17,21 @@ import (
 type fixed struct{ rep Report }
 
 func (f *fixed) Report() Report { return f.rep }
+func (f *fixed) State() string  { return f.rep.Unit.State }
+
+var testOpts = Options{MaxConnections: 64, IdleTimeout: 10 * time.Second}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 func serve(t *testing.T, src Source) string {
 	t.Helper()
-	s, err := Listen("127.0.0.1:0", src, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return "http://" + serveWith(t, src, testOpts).Addr().String()
+}
+
+// serveWith serves src until the test ends.
+func serveWith(t *testing.T, src Source, opts Options) *Server {
+	t.Helper()
+	s, err := Listen("127.0.0.1:0", opts, src, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +44,7 @@ func serve(t *testing.T, src Source) string {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return "http://" + s.Addr().String()
+	return s
 }
 
 func get(t *testing.T, method, url string) (int, map[string]any) {
@@ -137,11 +148,19 @@ func TestEventsLimit(t *testing.T) {
 	if code != 200 || len(body["events"].([]any)) != 2 {
 		t.Errorf("limit=2: %d %v", code, body)
 	}
-	for _, bad := range []string{"0", "-1", "x", "1e3"} {
+	code, body = get(t, "GET", base+"/api/v1/events?limit=200")
+	if code != 200 || len(body["events"].([]any)) != 3 {
+		t.Errorf("limit=200: %d %v", code, body)
+	}
+	for _, bad := range []string{"0", "-1", "x", "1e3", "201"} {
 		code, body := get(t, "GET", base+"/api/v1/events?limit="+bad)
 		if code != 400 || !strings.Contains(body["error"].(string), "limit") {
 			t.Errorf("limit=%s: %d %v", bad, code, body)
 		}
+	}
+	code, body = get(t, "GET", base+"/api/v1/events?limit=500")
+	if want := "limit 500 is above the cap of 200; ask for 200 or fewer"; code != 400 || body["error"] != want {
+		t.Errorf("limit=500: %d %v, want 400 %q", code, body, want)
 	}
 }
 
@@ -166,12 +185,12 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestListenBusy(t *testing.T) {
-	s, err := Listen("127.0.0.1:0", sample("running"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := Listen("127.0.0.1:0", testOpts, sample("running"), discard())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.ln.Close()
-	_, err = Listen(s.Addr().String(), sample("running"), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	defer s.Close()
+	_, err = Listen(s.Addr().String(), testOpts, sample("running"), discard())
 	if err == nil || !strings.Contains(err.Error(), "status.listen") {
 		t.Fatalf("second listen: %v, want an error naming status.listen", err)
 	}
