@@ -49,10 +49,11 @@ func syntheticReport(streams, outputs, events int) Report {
 			Input: fmt.Sprintf("udp://239.1.%d.%d:5000", i/250, i%250), BitrateBps: 8_123_456.7, PacketRate: 771.3, Restarts: i % 3,
 			Counters: media.Counters{PacketsIn: 66_640_000 + uint64(i), BytesIn: 88_000_000_000, PacketsOut: 66_639_000, BytesOut: 87_998_000_000,
 				Lost: 41, Duplicates: 3, Reordered: 7, Discontinuities: 1, CCErrors: 2, Malformed: 1, MalformedShort: 1,
-				JitterMs: 0.8125, LastInUnixNano: now.UnixNano()},
+				JitterMs: 0.8125}, LastInput: &now, Role: "forward", LastForwardedSeq: new(uint16),
 		}
 		for o := range outputs {
-			s.Outputs = append(s.Outputs, fmt.Sprintf("udp://10.20.%d.%d:%d", o, i%250, 6000+i))
+			s.Outputs = append(s.Outputs, media.OutputStatus{Address: fmt.Sprintf("udp://10.20.%d.%d:%d", o, i%250, 6000+i),
+				State: "ok", Packets: 66_639_000, Errors: uint64(o)})
 		}
 		rep.Streams = append(rep.Streams, s)
 	}

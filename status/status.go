@@ -24,6 +24,7 @@ import (
 type Report struct {
 	Unit       Unit                 `json:"unit"`
 	Streams    []media.StreamStatus `json:"streams"`
+	Workers    []media.WorkerStatus `json:"workers"`
 	Supervisor supervisor.Node      `json:"supervisor"`
 	Hardware   hw.Hardware          `json:"hardware"`
 	Health     []health.Condition   `json:"health"` // active conditions, most severe first

@@ -89,7 +89,10 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 	}
 	u.media = m
 
-	api, err := status.Listen(cfg.Status.Listen, u, log)
+	api, err := status.Listen(cfg.Status.Listen, status.Options{
+		MaxConnections: cfg.Status.MaxConnections,
+		IdleTimeout:    time.Duration(cfg.Status.IdleTimeout),
+	}, u, log)
 	if err != nil {
 		m.Close()
 		return nil, err
@@ -389,12 +392,17 @@ func (u *unit) SetRole(ctx context.Context, stream, role string, from *uint16) (
 	return control.RoleResult{LastForwarded: r.LastForwarded, Replayed: r.Replayed}, nil
 }
 
+// State implements status.Source: constant work, for /healthz.
+func (u *unit) State() string {
+	if u.gaveUp.Load() {
+		return "failed"
+	}
+	return "running"
+}
+
 // Report implements status.Source.
 func (u *unit) Report() status.Report {
-	state := "running"
-	if u.gaveUp.Load() {
-		state = "failed"
-	}
+	state := u.State()
 	now := u.clk.Now()
 	return status.Report{
 		Unit: status.Unit{
@@ -406,7 +414,8 @@ func (u *unit) Report() status.Report {
 		Hardware:   u.hw.Snapshot(),
 		Health:     u.health.Active(),
 		Watchdog:   u.keeper.Snapshot(),
-		Events: status.MergeEvents(200,
-			status.SupervisorEvents(u.events.Recent(200)), status.HealthEvents(u.health.Events(200))),
+		Workers:    u.media.Workers(),
+		Events: status.MergeEvents(status.MaxEvents,
+			status.SupervisorEvents(u.events.Recent(status.MaxEvents)), status.HealthEvents(u.health.Events(status.MaxEvents))),
 	}
 }
