@@ -265,3 +265,33 @@ func TestUnencodableReport(t *testing.T) {
 		t.Errorf("events: %d %v", code, body)
 	}
 }
+
+// TestPollerPacedPerConnection: a client asking back to back on one
+// connection gets each rendering once: never two answers with the same
+// document, so a greedy poller costs one answer per reuseFor.
+func TestPollerPacedPerConnection(t *testing.T) {
+	src := &counting{rep: syntheticReport(10, 1, 10)}
+	base := serve(t, src)
+	client := &http.Client{Transport: &http.Transport{}}
+	var prev time.Time
+	var gaps []time.Duration
+	for i := 0; i < 6; i++ {
+		resp, err := client.Get(base + "/api/v1/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		now := time.Now()
+		if i > 0 {
+			gaps = append(gaps, now.Sub(prev))
+		}
+		prev = now
+	}
+	// 6 answers on one connection take 5 renderings after the first, each
+	// built no sooner than reuseFor after the one before.
+	if calls := src.calls.Load(); calls != 6 {
+		t.Errorf("%d answers came from %d reports; want one report each", 6, calls)
+	}
+	t.Logf("gaps between answers on one connection: %v", gaps)
+}

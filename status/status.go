@@ -119,6 +119,9 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, &connSeen{})
+		},
 		ConnState: func(c net.Conn, st http.ConnState) {
 			if cc, ok := c.(*capConn); ok {
 				ln.setIdle(cc, st == http.StateIdle)
@@ -193,6 +196,13 @@ func (s *Server) status(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// connKey finds a connection's connSeen in a request's context.
+type connKey struct{}
+
+// connSeen is what one connection was last answered with. A connection
+// serves one request at a time, so it needs no lock.
+type connSeen struct{ last *rendering }
+
 // rendering gets the shared rendering for a request, answering it with an
 // error when it lacks what the request needs: the encoded document
 // (needBody), or at least the report.
@@ -200,6 +210,24 @@ func (s *Server) rendering(w http.ResponseWriter, r *http.Request, needBody bool
 	g, err := s.render.get(r.Context())
 	if err != nil {
 		return nil, false // the client went away
+	}
+	// A connection that already has this rendering waits for the next:
+	// nothing fresher exists before it, and a client polling back to back
+	// then costs the unit one answer per reuseFor, not one per round trip.
+	if seen, ok := r.Context().Value(connKey{}).(*connSeen); ok {
+		if seen.last == g {
+			t := time.NewTimer(max(reuseFor-s.render.now().Sub(g.at), 0))
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				t.Stop()
+				return nil, false
+			}
+			if g, err = s.render.get(r.Context()); err != nil {
+				return nil, false
+			}
+		}
+		seen.last = g
 	}
 	if g.err != nil && (needBody || !g.repOK) {
 		s.serverError(w, g, g.err)

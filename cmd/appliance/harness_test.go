@@ -27,6 +27,9 @@ import (
 var bin string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(loadgenEnv); spec != "" {
+		os.Exit(loadgen(spec))
+	}
 	dir, err := os.MkdirTemp("", "appliance-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
