@@ -24,10 +24,14 @@ test: lint
 test-short:
 	$(GO) test -short -count=1 ./...
 
-# Relay throughput against a plain Go relay measured in the same run; see docs/PERFORMANCE.md.
+# Relay throughput against a plain Go relay measured in the same run, and the
+# control plane at 1,000 streams (parent CPU, status document, heartbeat delay
+# under API load); see docs/PERFORMANCE.md.
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkRelay$$' -benchtime 5x -count 1 ./media/
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayHandle$$' -count 1 ./media/
+	$(GO) test -run '^$$' -bench '^BenchmarkStatusDocument$$' -count 1 ./status/
+	$(GO) test -run '^$$' -bench '^BenchmarkControlPlane$$' -benchtime 1x -count 1 ./cmd/appliance/
 
 lint:
 	$(GO) vet ./...

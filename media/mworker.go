@@ -230,8 +230,8 @@ type wconn struct {
 	// The report path's timing, for Workers: monotonic nanoseconds.
 	lastReport atomic.Int64
 	maxGap     atomic.Int64
-	owned  atomic.Pointer[map[uint32]*stream] // for the report path
-	note   atomic.Pointer[string]             // the worker's last word
+	owned      atomic.Pointer[map[uint32]*stream] // for the report path
+	note       atomic.Pointer[string]             // the worker's last word
 
 	wmu sync.Mutex // serializes writes
 	fw  frameWriter

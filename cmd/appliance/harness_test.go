@@ -55,7 +55,7 @@ func skipShort(t *testing.T) {
 }
 
 // freeUDPPorts returns n loopback UDP ports that were free a moment ago.
-func freeUDPPorts(t *testing.T, n int) []int {
+func freeUDPPorts(t testing.TB, n int) []int {
 	t.Helper()
 	var conns []*net.UDPConn
 	var ports []int
@@ -73,7 +73,7 @@ func freeUDPPorts(t *testing.T, n int) []int {
 	return ports
 }
 
-func freeTCPAddr(t *testing.T) string {
+func freeTCPAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -84,7 +84,7 @@ func freeTCPAddr(t *testing.T) string {
 }
 
 type unitProc struct {
-	t      *testing.T
+	t      testing.TB
 	cmd    *exec.Cmd
 	api    string
 	logs   *testutil.SyncBuffer
@@ -108,7 +108,7 @@ func withPrivateState(cfg, dir string) string {
 
 // startUnit runs `appliance run` on cfg and waits until its API answers and
 // every stream has a worker.
-func startUnit(t *testing.T, cfg string) *unitProc {
+func startUnit(t testing.TB, cfg string) *unitProc {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "unit.yaml")
