@@ -207,6 +207,11 @@ func TestRootGivesUp(t *testing.T) {
 	if rep.Unit.State != "failed" || rep.Supervisor.State != "failed" {
 		t.Errorf("unit state %q, root state %q; want failed", rep.Unit.State, rep.Supervisor.State)
 	}
+	for _, s := range rep.Streams {
+		if s.State != "stopped" || s.WorkerPID != 0 {
+			t.Errorf("stream %s after the root gave up: state %q, worker pid %d; want stopped", s.Name, s.State, s.WorkerPID)
+		}
+	}
 	resp, err := http.Get(u.api + "/healthz")
 	if err != nil {
 		t.Fatal(err)
@@ -403,4 +408,48 @@ func TestDefaultConfig(t *testing.T) {
 		}
 		return s.State == "running" && s.PacketsOut > first && s.BitrateBps > 0
 	})
+}
+
+// TestRestartAfterParentKill: workers die with their parent, so a unit
+// started again at once binds every input: none is left held by an orphan.
+func TestRestartAfterParentKill(t *testing.T) {
+	skipShort(t)
+	ports := freeUDPPorts(t, 8)
+	cfg := streamsConfig(2, ports[:4], ports[4:], nil, "")
+	u := startUnit(t, cfg)
+	var workers []int
+	for _, w := range u.mustReport().Workers {
+		workers = append(workers, w.PID)
+	}
+	if err := syscall.Kill(u.cmd.Process.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	<-u.waited
+	u.waited <- nil
+	again := startUnit(t, cfg)
+	for _, s := range again.mustReport().Streams {
+		if s.State == "failed" {
+			t.Errorf("stream %s could not bind its input after the restart: %s", s.Name, s.Error)
+		}
+	}
+	if strings.Contains(again.logs.String(), "cannot be bound") {
+		t.Errorf("an input was still held by an orphaned worker:\n%s", again.logs.String())
+	}
+	for _, pid := range workers {
+		if alive(pid) {
+			t.Errorf("worker %d outlived its parent", pid)
+		}
+	}
+}
+
+// alive reports whether pid is a process that has not exited (a zombie
+// waiting for its reaper has).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z' && s[i+2] != 'X'
 }
