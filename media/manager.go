@@ -228,6 +228,10 @@ func (m *Manager) bindLocked(st *stream, waits *[]waiter) {
 	}
 	st.failure.Store(nil)
 	st.input = f
+	// Read once, now: Fd puts the file in blocking mode, and the flag is
+	// shared with every copy a worker holds, so it must never be called
+	// while a worker reads the socket.
+	st.inputFD = int(f.Fd())
 	w := m.leastLoaded()
 	w.streams[st.sid] = st
 	w.count.Store(int32(len(w.streams)))

@@ -90,13 +90,18 @@ func (w *mworker) attach(ctx context.Context, p *supervisor.Proc) error {
 	defer stop()
 
 	wc := &wconn{c: conn, fw: frameWriter{c: conn}, worker: w.name(), pidv: p.PID, pending: map[uint64]waiter{}}
-	if err := w.start(wc, p.PID); err != nil {
-		if ctx.Err() != nil {
-			return nil
-		}
-		return err
-	}
 	defer w.detach(wc)
+	if err := w.start(wc, p.PID); err != nil {
+		// A worker that died at once breaks the pipe before it can be
+		// told anything: its exit status and stderr say why.
+		select {
+		case <-ctx.Done():
+			w.explain(ctx, p, wc)
+			return nil
+		case <-time.After(time.Second):
+			return err
+		}
+	}
 
 	fr := newFrameReader(conn)
 	defer fr.closeFDs()
@@ -171,7 +176,6 @@ func (w *mworker) start(wc *wconn, pid int) error {
 	w.conn = wc
 	w.live.Store(wc)
 	if _, err := wc.sendAddsWith(m, streams, conts); err != nil {
-		w.conn = nil
 		return fmt.Errorf("sending streams: %w", err)
 	}
 	return nil
@@ -351,7 +355,7 @@ func (wc *wconn) sendAddsWith(m *Manager, streams []*stream, conts map[uint32]Co
 				role = RoleStandby
 			}
 			msg.Streams = append(msg.Streams, addStream{streamConfig: configOf(st.sid, spec), Role: role, Continuity: conts[st.sid]})
-			fds = append(fds, int(st.input.Fd()))
+			fds = append(fds, st.inputFD)
 			sids = append(sids, st.sid)
 			if conts == nil {
 				st.assign(wc.pidv, m.opts.ReportInterval, m.mono())

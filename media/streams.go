@@ -60,6 +60,7 @@ type stream struct {
 
 	// Guarded by Manager.mu.
 	input   *os.File
+	inputFD int // input's descriptor, for passing to workers
 	w       *mworker
 	removed bool
 	bindAt  time.Duration
