@@ -4,6 +4,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // capListener holds at most cap accepted connections at once. Accept waits
@@ -16,7 +17,11 @@ import (
 // slot is taken and a client is waiting in the backlog, the connection idle
 // longest is closed (its client reconnects when it next asks), so a handful
 // of idle pollers cannot lock out the next request, /healthz included, for
-// a whole idle timeout. Nothing is closed while nobody waits.
+// a whole idle timeout. A connection that has said nothing for silentGrace
+// since it was accepted is shed the same way: a client that connects and
+// never asks must not hold a slot for the whole header timeout (a thousand
+// of them would lock the API out for over a minute). Nothing is closed
+// while nobody waits.
 type capListener struct {
 	net.Listener
 	backlog *backlog      // nil where the backlog cannot be watched
@@ -26,7 +31,8 @@ type capListener struct {
 	once    sync.Once
 
 	mu      sync.Mutex
-	idle    map[*capConn]uint64 // idle connections, by when they went idle (a sequence)
+	idle    map[*capConn]uint64    // idle connections, by when they went idle (a sequence)
+	silent  map[*capConn]time.Time // accepted, no request yet, by when accepted
 	seq     uint64
 	wake    chan struct{} // a connection went idle: a waiting Accept may shed it
 	waiting int           // Accept calls with a client waiting and no slot
@@ -44,6 +50,7 @@ func newCapListener(inner net.Listener, max int) (*capListener, error) {
 		slots:    make(chan struct{}, max),
 		done:     make(chan struct{}),
 		idle:     make(map[*capConn]uint64),
+		silent:   make(map[*capConn]time.Time),
 		wake:     make(chan struct{}, 1),
 	}, nil
 }
@@ -57,8 +64,17 @@ func (l *capListener) Accept() (net.Conn, error) {
 		<-l.slots
 		return nil, err
 	}
-	return &capConn{Conn: c, l: l}, nil
+	cc := &capConn{Conn: c, l: l}
+	l.mu.Lock()
+	l.silent[cc] = time.Now()
+	l.mu.Unlock()
+	return cc, nil
 }
+
+// silentGrace is how long an accepted connection may say nothing before it
+// can be shed for a waiting client: an honest client sends its request
+// right after it connects.
+const silentGrace = time.Second
 
 // acquire takes a slot, making room by shedding an idle connection when a
 // client is waiting for one.
@@ -83,16 +99,21 @@ func (l *capListener) acquire() error {
 				continue // its Close gave its slot back
 			}
 		}
-		// Every held connection is busy: wait for one to end or go idle.
+		// Every held connection is busy: wait for one to end or go idle,
+		// or for a silent one to have been silent long enough.
 		l.addWaiting(1)
+		recheck := time.NewTimer(silentGrace / 4)
 		select {
 		case l.slots <- struct{}{}:
+			recheck.Stop()
 			l.addWaiting(-1)
 			l.notePeak()
 			return nil
 		case <-l.wake:
+		case <-recheck.C:
 		case <-l.done:
 		}
+		recheck.Stop()
 		l.addWaiting(-1)
 		if l.isClosed() {
 			return net.ErrClosed
@@ -143,6 +164,16 @@ func (l *capListener) shedIdle() bool {
 		}
 	}
 	delete(l.idle, oldest)
+	if oldest == nil {
+		// No idle one: the one silent longest, if past its grace.
+		var since time.Time
+		for c, at := range l.silent {
+			if time.Since(at) >= silentGrace && (oldest == nil || at.Before(since)) {
+				oldest, since = c, at
+			}
+		}
+		delete(l.silent, oldest)
+	}
 	l.mu.Unlock()
 	if oldest == nil {
 		return false
@@ -152,10 +183,11 @@ func (l *capListener) shedIdle() bool {
 }
 
 // setIdle records whether c waits for its next request; the server's
-// ConnState hook calls it.
+// ConnState hook calls it. Either way, c has spoken: it is not silent.
 func (l *capListener) setIdle(c *capConn, idle bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	delete(l.silent, c)
 	if !idle || c.closed {
 		delete(l.idle, c)
 		return
@@ -204,6 +236,7 @@ func (c *capConn) Close() error {
 		c.l.mu.Lock()
 		c.closed = true
 		delete(c.l.idle, c)
+		delete(c.l.silent, c)
 		c.l.mu.Unlock()
 		<-c.l.slots
 	})

@@ -240,3 +240,32 @@ func TestCapWithoutWatchingTheBacklog(t *testing.T) {
 		t.Error("the first connection is open, yet the second was answered")
 	}
 }
+
+// Clients that connect and say nothing fill every slot: one that asks is
+// still answered once they have been silent for silentGrace, not after the
+// whole header timeout, and a silent one is what makes room.
+func TestSilentConnectionsShedForAWaitingClient(t *testing.T) {
+	s := serveWith(t, sample("running"), Options{MaxConnections: 2, IdleTimeout: time.Minute})
+	silent := []*rawConn{dialRaw(t, s), dialRaw(t, s)}
+	testutil.Eventually(t, 5*time.Second, "both silent connections held", func() bool { return s.ln.held() == 2 })
+	asker := dialRaw(t, s)
+	asker.send(t, "/healthz")
+	start := time.Now()
+	if code, err := asker.answer(); code != 200 {
+		t.Fatalf("a client waiting behind silent ones: %d %v", code, err)
+	}
+	took := time.Since(start)
+	t.Logf("answered %v after asking, behind 2 silent connections", took.Round(time.Millisecond))
+	if took >= 5*time.Second {
+		t.Errorf("answered only after %v: silent connections held their slots for the header timeout", took)
+	}
+	shed := 0
+	for _, c := range silent {
+		if c.closed() {
+			shed++
+		}
+	}
+	if shed == 0 {
+		t.Error("no silent connection was closed to make room")
+	}
+}

@@ -123,7 +123,7 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 			return context.WithValue(ctx, connKey{}, &connSeen{})
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
-			if cc, ok := c.(*capConn); ok {
+			if cc, ok := c.(*capConn); ok && st != http.StateNew {
 				ln.setIdle(cc, st == http.StateIdle)
 			}
 		},

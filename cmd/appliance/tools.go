@@ -136,12 +136,27 @@ func printReport(w io.Writer, rep status.Report) {
 	fmt.Fprintf(w, "unit %s  version %s  %s  up %s\n\n", rep.Unit.Name, rep.Unit.Version, rep.Unit.State,
 		(time.Duration(rep.Unit.UptimeS) * time.Second).String())
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "STREAM\tSTATE\tPID\tIN\tOUT\tKBIT/S\tLOST\tDUP\tREORD\tJITTER_MS\tCC_ERR\tMALFORMED\tRESTARTS")
+	fmt.Fprintln(tw, "STREAM\tSTATE\tROLE\tPID\tIN\tOUT\tKBIT/S\tLOST\tDUP\tREORD\tJITTER_MS\tCC_ERR\tMALFORMED\tRESTARTS")
+	var trouble []string
 	for _, s := range rep.Streams {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\n", s.Name, s.State, s.WorkerPID,
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%.0f\t%d\t%d\t%d\t%.2f\t%d\t%d\t%d\n", s.Name, s.State, s.Role, s.WorkerPID,
 			s.PacketsIn, s.PacketsOut, s.BitrateBps/1000, s.Lost, s.Duplicates, s.Reordered, s.JitterMs, s.CCErrors, s.Malformed, s.Restarts)
+		if s.Error != "" {
+			trouble = append(trouble, fmt.Sprintf("  %s: %s", s.Name, s.Error))
+		}
+		for _, o := range s.Outputs {
+			if o.State != "ok" {
+				trouble = append(trouble, fmt.Sprintf("  %s: output %s %s for %.1fs (%d errors): %s", s.Name, o.Address, o.State, o.FailingS, o.Errors, o.LastError))
+			}
+		}
 	}
 	_ = tw.Flush()
+	if len(trouble) > 0 {
+		fmt.Fprintln(w, "\nSTREAM TROUBLE")
+		for _, l := range trouble {
+			fmt.Fprintln(w, l)
+		}
+	}
 	fmt.Fprintln(w, "\nSUPERVISION")
 	var walk func(n status.Node, depth int)
 	walk = func(n status.Node, depth int) {
