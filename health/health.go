@@ -4,13 +4,16 @@
 //
 // Raising and clearing are decisions made elsewhere (with hysteresis and
 // debounce, in hw/); the tracker records them, timestamps them and fans them
-// out. Every method is safe on a nil *Tracker, so optional wiring needs no checks.
+// out. Every kind of condition is declared once, in conditions.go, and the
+// tracker refuses a name no kind declares. Every method is safe on a nil
+// *Tracker, so optional wiring needs no checks.
 package health
 
 import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -92,7 +95,15 @@ type Tracker struct {
 	active map[string]*Condition
 	subs   map[chan Event]struct{}
 	drops  uint64
+
+	refused   uint64
+	loggedBad map[string]bool // undeclared names (before ":") already logged
+	loggedSev map[string]bool // kinds already logged for an undeclared severity
 }
+
+// maxLoggedBad bounds the undeclared names remembered for logging once, in
+// case one is built from data rather than code.
+const maxLoggedBad = 64
 
 // NewTracker returns a tracker that keeps the last 256 events.
 func NewTracker(clk clock.Clock, log *slog.Logger) *Tracker {
@@ -102,11 +113,14 @@ func NewTracker(clk clock.Clock, log *slog.Logger) *Tracker {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Tracker{clk: clk, log: log, active: map[string]*Condition{}, events: ring.New[Event](256), subs: map[chan Event]struct{}{}}
+	return &Tracker{clk: clk, log: log, active: map[string]*Condition{}, events: ring.New[Event](256), subs: map[chan Event]struct{}{},
+		loggedBad: map[string]bool{}, loggedSev: map[string]bool{}}
 }
 
 // Set raises name at sev with msg, or updates it; sev OK clears it.
-// Setting the same severity and message again does nothing.
+// Setting the same severity and message again does nothing. Build name
+// from its declaration (LinkDown.For(nic)): a name no kind declares is
+// refused, logged once and counted in Refused.
 func (t *Tracker) Set(name string, sev Severity, msg string) {
 	if t == nil {
 		return
@@ -115,8 +129,20 @@ func (t *Tracker) Set(name string, sev Severity, msg string) {
 		t.Clear(name)
 		return
 	}
+	k, declared := KindOf(name)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !declared {
+		t.refuse(name)
+		return
+	}
+	if !k.allows(sev) && !t.loggedSev[k.Name] {
+		// Raised all the same: a real alarm at an unexpected severity is
+		// better seen than hidden.
+		t.loggedSev[k.Name] = true
+		t.log.Error("health condition raised at a severity its declaration does not give; correct the raiser or the declaration in health/conditions.go",
+			"condition", name, "severity", sev.String(), "declared", k.Severity.String())
+	}
 	now := t.clk.Now()
 	c, ok := t.active[name]
 	switch {
@@ -129,18 +155,38 @@ func (t *Tracker) Set(name string, sev Severity, msg string) {
 	}
 }
 
-// Clear clears name if it is active.
+// Clear clears name if it is active. A name no kind declares is refused
+// like in Set: it could never have been raised, and the condition its caller
+// meant would stay raised.
 func (t *Tracker) Clear(name string) {
 	if t == nil {
 		return
 	}
+	_, declared := KindOf(name)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !declared {
+		t.refuse(name)
+		return
+	}
 	if _, ok := t.active[name]; !ok {
 		return
 	}
 	delete(t.active, name)
 	t.publish(Event{Time: t.clk.Now(), Condition: name, Kind: Cleared, Severity: OK})
+}
+
+// refuse counts a Set or Clear of an undeclared name, and logs the first
+// of each. Called with mu held.
+func (t *Tracker) refuse(name string) {
+	t.refused++
+	base, _, _ := strings.Cut(name, ":")
+	if t.loggedBad[base] || len(t.loggedBad) >= maxLoggedBad {
+		return
+	}
+	t.loggedBad[base] = true
+	t.log.Error("health condition refused: no kind declares this name; build it from a declaration in health/conditions.go (and list a new kind in the operator guide's alarms table)",
+		"condition", name)
 }
 
 // publish records e and sends it to every subscriber. Called with mu held.
@@ -247,4 +293,15 @@ func (t *Tracker) Dropped() uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.drops
+}
+
+// Refused returns how many times a condition no kind declares was set or
+// cleared: a fault in the firmware, each one logged the first time.
+func (t *Tracker) Refused() uint64 {
+	if t == nil {
+		return 0
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.refused
 }

@@ -21,27 +21,27 @@ func TestTrackerRaiseChangeClear(t *testing.T) {
 	tr, clk := newTracker()
 	ch, unsub := tr.Subscribe(10)
 	defer unsub()
-	tr.Set("temp.cpu", Warning, "81 °C")
-	tr.Set("temp.cpu", Warning, "81 °C") // no change, no event
+	tr.Set("temp:cpu", Warning, "81 °C")
+	tr.Set("temp:cpu", Warning, "81 °C") // no change, no event
 	clk.Advance(time.Second)
-	tr.Set("temp.cpu", Critical, "91 °C")
-	tr.Set("link.down:eth1", Warning, "no carrier")
+	tr.Set("temp:cpu", Critical, "91 °C")
+	tr.Set("psu.failed:psu1", Warning, "offline")
 	if w := tr.Worst(); w != Critical {
 		t.Errorf("worst %v", w)
 	}
 	act := tr.Active()
-	if len(act) != 2 || act[0].Name != "temp.cpu" || !act[0].Since.Equal(epoch) {
+	if len(act) != 2 || act[0].Name != "temp:cpu" || !act[0].Since.Equal(epoch) {
 		t.Errorf("active %+v", act)
 	}
 	clk.Advance(time.Second)
-	tr.Set("temp.cpu", OK, "")
-	tr.Clear("never.raised")
+	tr.Set("temp:cpu", OK, "")
+	tr.Clear("link.down:never-raised")
 	var got []string
 	for len(ch) > 0 {
 		e := <-ch
 		got = append(got, fmt.Sprintf("%s %s %s", e.Kind, e.Condition, e.Severity))
 	}
-	want := "[raised temp.cpu warning changed temp.cpu critical raised link.down:eth1 warning cleared temp.cpu ok]"
+	want := "[raised temp:cpu warning changed temp:cpu critical raised psu.failed:psu1 warning cleared temp:cpu ok]"
 	if fmt.Sprint(got) != want {
 		t.Errorf("events\n got %v\nwant %s", got, want)
 	}
@@ -52,9 +52,10 @@ func TestTrackerRaiseChangeClear(t *testing.T) {
 
 func TestTrackerNilSafe(t *testing.T) {
 	var tr *Tracker
-	tr.Set("x", Critical, "y")
-	tr.Clear("x")
-	if tr.Active() != nil || tr.Worst() != OK || tr.Events(0) != nil || tr.Dropped() != 0 {
+	tr.Set("state.unwritable", Warning, "y")
+	tr.Clear("state.unwritable")
+	tr.Set("no.such.condition", Critical, "y")
+	if tr.Active() != nil || tr.Worst() != OK || tr.Events(0) != nil || tr.Dropped() != 0 || tr.Refused() != 0 {
 		t.Error("nil tracker returned something")
 	}
 	_, unsub := tr.Subscribe(1)
@@ -66,7 +67,7 @@ func TestSlowSubscriberNeverBlocks(t *testing.T) {
 	_, unsub := tr.Subscribe(1)
 	defer unsub()
 	for i := 0; i < 10; i++ {
-		tr.Set("x", Warning, fmt.Sprint(i))
+		tr.Set("state.unwritable", Warning, fmt.Sprint(i))
 	}
 	if d := tr.Dropped(); d != 9 {
 		t.Errorf("dropped %d, want 9", d)

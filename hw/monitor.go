@@ -310,10 +310,10 @@ func (m *Monitor) applyTemps(temps []Temperature, err error) []TempStatus {
 	case err == nil:
 	case errors.As(err, &bad):
 	case errors.Is(err, ErrNoSensors):
-		want = append(want, cond{"sensor.none", health.Warning, err.Error()})
+		want = append(want, cond{health.SensorNone.Name, health.Warning, err.Error()})
 	default:
 		keepAll = true
-		want = append(want, cond{"sensor.unreadable:class/hwmon", health.Warning, err.Error()})
+		want = append(want, cond{health.SensorUnreadable.For("class/hwmon"), health.Warning, err.Error()})
 	}
 	for _, e := range bad {
 		id := e.Sensor
@@ -322,7 +322,7 @@ func (m *Monitor) applyTemps(temps []Temperature, err error) []TempStatus {
 		} else {
 			unreadable[id] = true
 		}
-		want = append(want, cond{"sensor.unreadable:" + id, health.Warning,
+		want = append(want, cond{health.SensorUnreadable.For(id), health.Warning,
 			fmt.Sprintf("temperature sensor %s: cannot use %s: %v", id, e.Path, e.Err)})
 	}
 	m.sensorConds.apply(m.health, want)
@@ -346,7 +346,7 @@ func (m *Monitor) applyTemps(temps []Temperature, err error) []TempStatus {
 			// every reading, so a drifting value does not log a change
 			// every poll; the snapshot has the current value.
 			st.sev = sev
-			m.health.Set("temp:"+t.Sensor, sev, m.tempMessage(t, sev))
+			m.health.Set(health.Temp.For(t.Sensor), sev, m.tempMessage(t, sev))
 		}
 		status = append(status, TempStatus{Temperature: t, WarnC: m.o.WarnC, CritC: m.o.CritC, Severity: st.sev})
 	}
@@ -357,7 +357,7 @@ func (m *Monitor) applyTemps(temps []Temperature, err error) []TempStatus {
 			continue
 		}
 		if st.sev != health.OK {
-			m.health.Clear("temp:" + key)
+			m.health.Clear(health.Temp.For(key))
 		}
 		delete(m.sensors, key)
 	}
@@ -379,7 +379,7 @@ func (m *Monitor) tempMessage(t Temperature, sev health.Severity) string {
 func (m *Monitor) applyPower(psus []PowerSupply, err error) {
 	if err != nil {
 		// Keep what was raised: not knowing is no reason to clear a mains loss.
-		m.powerConds.add(m.health, cond{"psu.unreadable:class/power_supply", health.Warning, err.Error()})
+		m.powerConds.add(m.health, cond{health.PSUUnreadable.For("class/power_supply"), health.Warning, err.Error()})
 		return
 	}
 	m.powerConds.apply(m.health, powerConditions(psus))
@@ -403,18 +403,18 @@ func (m *Monitor) linkUpdate(now time.Duration, u LinkUpdate) {
 	if !u.Present {
 		// A missing link is its own condition. Its debounce is not fed, so
 		// it resumes from the state the link had when it went away.
-		m.health.Set("link.missing:"+name, health.Critical, fmt.Sprintf("%s is missing", linkTitle(ls.spec)))
-		m.health.Clear("link.down:" + name)
+		m.health.Set(health.LinkMissing.For(name), health.Critical, fmt.Sprintf("%s is missing", linkTitle(ls.spec)))
+		m.health.Clear(health.LinkDown.For(name))
 		return
 	}
-	m.health.Clear("link.missing:" + name)
+	m.health.Clear(health.LinkMissing.For(name))
 	up, _ := ls.deb.Observe(now, u.AdminUp && u.Carrier)
 	m.showLink(ls, up)
 }
 
 // showLink raises or clears link.down for a debounced state. Called with mu held.
 func (m *Monitor) showLink(ls *linkState, up bool) {
-	name := "link.down:" + ls.spec.Name
+	name := health.LinkDown.For(ls.spec.Name)
 	if up {
 		m.health.Clear(name)
 		return

@@ -178,14 +178,14 @@ func powerConditions(supplies []PowerSupply) []cond {
 	}
 	for _, ps := range supplies {
 		if ps.Err != "" {
-			out = append(out, cond{"psu.unreadable:" + ps.Name, health.Warning, fmt.Sprintf("power supply %s: %s", ps.Name, ps.Err)})
+			out = append(out, cond{health.PSUUnreadable.For(ps.Name), health.Warning, fmt.Sprintf("power supply %s: %s", ps.Name, ps.Err)})
 		}
 		if ps.Type == typeMains && ps.Online != nil && !*ps.Online {
 			if mains >= 2 && mainsOnline > 0 {
-				out = append(out, cond{"psu.failed:" + ps.Name, health.Warning,
+				out = append(out, cond{health.PSUFailed.For(ps.Name), health.Warning,
 					fmt.Sprintf("power supply %s is offline; %d of %d mains supplies left, no redundancy", ps.Name, mainsOnline, mains)})
 			} else {
-				out = append(out, cond{"power.mains-lost:" + ps.Name, health.Critical, fmt.Sprintf("mains supply %s is offline", ps.Name)})
+				out = append(out, cond{health.PowerMainsLost.For(ps.Name), health.Critical, fmt.Sprintf("mains supply %s is offline", ps.Name)})
 			}
 		}
 	}
@@ -202,11 +202,11 @@ func powerConditions(supplies []PowerSupply) []cond {
 		}
 	}
 	if len(onBattery) > 0 {
-		out = append(out, cond{"power.on-battery", health.Critical,
+		out = append(out, cond{health.PowerOnBattery.Name, health.Critical,
 			fmt.Sprintf("no mains supply online, running on %s", strings.Join(onBattery, ", "))})
 	}
 	if len(low) > 0 {
-		out = append(out, cond{"power.battery-low", health.Critical,
+		out = append(out, cond{health.PowerBatteryLow.Name, health.Critical,
 			fmt.Sprintf("battery low and discharging: %s", strings.Join(low, ", "))})
 	}
 	return out

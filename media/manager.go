@@ -516,7 +516,7 @@ func (m *Manager) alarms() {
 	now := m.mono()
 	for _, st := range *m.table.Load() {
 		if f := st.failure.Load(); f != nil {
-			name := "stream.failed:" + st.name
+			name := health.StreamFailed.For(st.name)
 			want[name] = true
 			m.opts.Alarms.Set(name, health.Critical, fmt.Sprintf("stream %s is not carried: %s", st.name, *f))
 			continue
@@ -529,7 +529,7 @@ func (m *Manager) alarms() {
 			if o.State == "ok" || now-o.badSince < m.opts.OutputAlarmAfter {
 				continue
 			}
-			name := fmt.Sprintf("output.failing:%s:%s", st.name, o.Address[len("udp://"):])
+			name := health.OutputFailing.For(st.name, o.Address[len("udp://"):])
 			want[name] = true
 			m.opts.Alarms.Set(name, health.Warning, fmt.Sprintf("stream %s: output %s is %s: %s%s",
 				st.name, o.Address, o.State, o.LastError, outputHint(o)))

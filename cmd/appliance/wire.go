@@ -182,9 +182,9 @@ func (u *unit) recordBoot() {
 	switch {
 	case errors.Is(err, watchdog.ErrUnwritable):
 		u.bootUnsaved = true
-		u.health.Set("state.unwritable", health.Warning, err.Error())
+		u.health.Set(health.StateUnwritable.Name, health.Warning, err.Error())
 	case err != nil && !errors.Is(err, watchdog.ErrCorruptState):
-		u.health.Set("state.unwritable", health.Warning, err.Error())
+		u.health.Set(health.StateUnwritable.Name, health.Warning, err.Error())
 	}
 	u.boot = rec
 	u.log.Info("boot", "count", rec.BootCount, "last_reset_reason", rec.LastResetReason)
@@ -206,7 +206,7 @@ func (u *unit) keepBootRecord(ctx context.Context) {
 				continue
 			}
 			u.log.Info("boot record written")
-			u.health.Clear("state.unwritable")
+			u.health.Clear(health.StateUnwritable.Name)
 			return
 		}
 	}
@@ -222,7 +222,7 @@ func (u *unit) openWatchdog() error {
 	if wc.Device != "" {
 		d, err := watchdog.Open(wc.Device)
 		if err != nil {
-			u.health.Set("watchdog.unavailable", health.Critical, err.Error())
+			u.health.Set(health.WatchdogUnavailable.Name, health.Critical, err.Error())
 		} else {
 			dev = d
 			if bs, err := d.BootStatus(); err == nil && bs&watchdog.CardReset != 0 {
@@ -246,7 +246,7 @@ func (u *unit) openWatchdog() error {
 	if err != nil && dev != nil {
 		// The device refused the timeout: disarm it and go on without it,
 		// as when it cannot be opened.
-		u.health.Set("watchdog.unavailable", health.Critical, err.Error())
+		u.health.Set(health.WatchdogUnavailable.Name, health.Critical, err.Error())
 		if derr := dev.Disarm(); derr != nil {
 			u.log.Error("disarming the watchdog device", "err", derr)
 		}
@@ -320,7 +320,7 @@ func (u *unit) run(ctx context.Context) error {
 	if rootErr != nil && ctx.Err() == nil {
 		u.gaveUp.Store(true)
 		u.media.SetStopped(true)
-		u.health.Set("supervisor.gave-up", health.Critical, rootErr.Error())
+		u.health.Set(health.SupervisorGaveUp.Name, health.Critical, rootErr.Error())
 		u.log.Error("supervision root gave up; the watchdogs are no longer fed", "err", rootErr)
 		<-ctx.Done()
 	}

@@ -1,0 +1,154 @@
+package health
+
+import "strings"
+
+// Kind declares one kind of condition the unit can raise. Its name is a
+// contract: the API shows it, operators alert on it and the paired unit
+// reacts to it, so a kind is declared here once and every raiser builds its
+// names from the declaration. The tracker refuses a name no kind declares.
+//
+// Raised and Clears are the operator's text, the same words as the alarms
+// table in docs/operations.md (a test keeps the two equal).
+type Kind struct {
+	// Name is the condition's name, or the part before ":" for a kind
+	// that takes a subject.
+	Name string
+	// Subject is what follows "Name:" as the operator guide writes it
+	// ("<nic>", "<stream>:<ip:port>"); empty for a kind that takes none.
+	Subject string
+	// Severity is the severity the kind is raised at; for a graded kind
+	// the highest one.
+	Severity Severity
+	// Graded kinds are raised at warning and move to Severity as things
+	// get worse (a temperature).
+	Graded bool
+	// Raised says when the condition is raised, Clears when it clears.
+	Raised, Clears string
+}
+
+// Scoped reports whether the kind takes a subject (a sensor, a NIC, a stream).
+func (k Kind) Scoped() bool { return k.Subject != "" }
+
+// For returns the name of the condition of this kind about subject; parts
+// are joined with ":" (OutputFailing.For(stream, "198.18.0.1:5004")). An
+// unscoped kind takes no parts and a scoped one needs some: a name built
+// otherwise is not declared, and the tracker refuses it. A subject's text
+// comes from the hardware or the configuration and is taken as it is, even
+// empty: refusing it would hide a real alarm for a bad label.
+func (k Kind) For(subject ...string) string {
+	if len(subject) == 0 {
+		return k.Name
+	}
+	return k.Name + ":" + strings.Join(subject, ":")
+}
+
+// Pattern is the name as the operator guide writes it: "link.down:<nic>".
+func (k Kind) Pattern() string {
+	if !k.Scoped() {
+		return k.Name
+	}
+	return k.Name + ":" + k.Subject
+}
+
+// SubjectOf returns the subject of a condition called name if it is of this
+// kind ("eth1" for LinkDown and "link.down:eth1"; "" for an unscoped kind).
+func (k Kind) SubjectOf(name string) (string, bool) {
+	base, subject, scoped := strings.Cut(name, ":")
+	if k.Name == "" || base != k.Name || scoped != k.Scoped() {
+		return "", false
+	}
+	return subject, true
+}
+
+// Is reports whether the condition called name is of this kind.
+func (k Kind) Is(name string) bool {
+	_, ok := k.SubjectOf(name)
+	return ok
+}
+
+// allows reports whether the declaration lets the kind be raised at sev.
+func (k Kind) allows(sev Severity) bool {
+	if k.Graded {
+		return sev >= Warning && sev <= k.Severity
+	}
+	return sev == k.Severity
+}
+
+// The conditions the unit raises, in the order the operator guide lists them.
+var (
+	Temp = Kind{Name: "temp", Subject: "<sensor>", Severity: Critical, Graded: true,
+		Raised: "the sensor reaches `hw.temperature.warn_c` / `crit_c`",
+		Clears: "it is `clear_margin_c` below the threshold (hysteresis)"}
+	SensorUnreadable = Kind{Name: "sensor.unreadable", Subject: "<sensor>", Severity: Warning,
+		Raised: "a sensor file is missing, unreadable, garbage or impossible (the sensor keeps its last severity, so a dead probe cannot hide an overheat); `sensor.unreadable:class/hwmon`: the sensor tree cannot be read at all",
+		Clears: "it reads well again"}
+	SensorNone = Kind{Name: "sensor.none", Severity: Warning,
+		Raised: "no temperature sensor under `hw.sysfs`",
+		Clears: "sensors appear"}
+	PowerMainsLost = Kind{Name: "power.mains-lost", Subject: "<psu>", Severity: Critical,
+		Raised: "the only mains supply is offline",
+		Clears: "it is back"}
+	PSUFailed = Kind{Name: "psu.failed", Subject: "<psu>", Severity: Warning,
+		Raised: "one of redundant mains supplies is offline",
+		Clears: "it is back"}
+	PowerOnBattery = Kind{Name: "power.on-battery", Severity: Critical,
+		Raised: "running on battery or UPS",
+		Clears: "mains is back"}
+	PowerBatteryLow = Kind{Name: "power.battery-low", Severity: Critical,
+		Raised: "on battery below 20 %",
+		Clears: "mains is back"}
+	PSUUnreadable = Kind{Name: "psu.unreadable", Subject: "<psu>", Severity: Warning,
+		Raised: "a power supply's files cannot be read or make no sense; `psu.unreadable:class/power_supply`: the power supply tree cannot be read at all (the power conditions already raised are kept)",
+		Clears: "they can"}
+	LinkDown = Kind{Name: "link.down", Subject: "<nic>", Severity: Critical,
+		Raised: "a configured link has no carrier (or is administratively down) for `hw.link_debounce`",
+		Clears: "carrier is back for as long"}
+	LinkMissing = Kind{Name: "link.missing", Subject: "<nic>", Severity: Critical,
+		Raised: "a configured link does not exist (replaces `link.down`)",
+		Clears: "it appears"}
+	SupervisorGaveUp = Kind{Name: "supervisor.gave-up", Severity: Critical,
+		Raised: "the supervision root gave up (rung 3)",
+		Clears: "the service restarts"}
+	WatchdogUnavailable = Kind{Name: "watchdog.unavailable", Severity: Critical,
+		Raised: "`watchdog.device` is set but cannot be opened; the message says why (busy: systemd's `RuntimeWatchdogSec=`; missing: driver not loaded)",
+		Clears: "the service restarts with it available"}
+	StateUnwritable = Kind{Name: "state.unwritable", Severity: Warning,
+		Raised: "the boot record in `unit.state_dir` cannot be written (the boot is still counted and shown)",
+		Clears: "a retry, every 10 s, succeeds"}
+	StreamFailed = Kind{Name: "stream.failed", Subject: "<stream>", Severity: Critical,
+		Raised: "the stream is not carried: its input cannot be bound (port taken, address not on this box); the message says why. Tried again every 2 s",
+		Clears: "it is bound"}
+	OutputFailing = Kind{Name: "output.failing", Subject: "<stream>:<ip:port>", Severity: Warning,
+		Raised: "one output of a stream has failed to send (no route, unreachable, refused by a firewall, a full buffer) for `media.output_alarm_after`; the stream's other outputs and every other stream carry on",
+		Clears: "the output sends again; it is retried with backoff and recovers by itself"}
+)
+
+var kinds = []Kind{
+	Temp, SensorUnreadable, SensorNone,
+	PowerMainsLost, PSUFailed, PowerOnBattery, PowerBatteryLow, PSUUnreadable,
+	LinkDown, LinkMissing,
+	SupervisorGaveUp, WatchdogUnavailable, StateUnwritable,
+	StreamFailed, OutputFailing,
+}
+
+var byName = func() map[string]Kind {
+	m := make(map[string]Kind, len(kinds))
+	for _, k := range kinds {
+		m[k.Name] = k
+	}
+	return m
+}()
+
+// Kinds returns every declared kind, in the operator guide's order.
+func Kinds() []Kind { return append([]Kind(nil), kinds...) }
+
+// KindOf returns the declaration of the condition called name, or false if
+// no kind declares it.
+func KindOf(name string) (Kind, bool) {
+	base, _, _ := strings.Cut(name, ":")
+	k, ok := byName[base]
+	if !ok || !k.Is(name) {
+		return Kind{}, false
+	}
+	return k, true
+}
