@@ -103,7 +103,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(*addr, "/")+"/api/v1/status", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(*addr, "/")+"/api/v1/status?pretty=1", nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "appliance status: --addr %q: %v\n", *addr, err)
 		return errUsage
