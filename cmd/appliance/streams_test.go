@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -60,19 +58,7 @@ func (r *rx) got() (int, time.Time) {
 // runCLI runs an appliance subcommand and returns its exit code and output.
 func runCLI(t *testing.T, args ...string) (int, string, string) {
 	t.Helper()
-	cmd := exec.Command(bin, args...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if err != nil {
-		var ee *exec.ExitError
-		if !errorsAs(err, &ee) {
-			t.Fatalf("%v: %v", args, err)
-		}
-		code = ee.ExitCode()
-	}
-	return code, out.String(), errb.String()
+	return runCLIArgs(t, append([]string{bin}, args...))
 }
 
 type streamDef struct {
