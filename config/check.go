@@ -19,7 +19,7 @@ import (
 // to spare.
 const (
 	parentReserveFDs = 64
-	fdsPerWorker     = 2 // its end of the worker's socket, and the process handle
+	fdsPerWorker     = 3 // its end of the worker's control socket, the pipe from its stderr, and the process handle
 )
 
 func (d *decoder) whole(c *Config, env Env) {

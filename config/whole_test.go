@@ -220,20 +220,20 @@ func TestStreamLimits(t *testing.T) {
 func TestDescriptorBudget(t *testing.T) {
 	t.Parallel()
 	// 10 streams of 3 outputs on 2 workers: the main process needs
-	// 10 + 64 + 64 + 4 = 142; a worker 5 * (1 + 3) = 20.
+	// 10 + 64 + 64 + 6 = 144; a worker 5 * (1 + 3) = 20.
 	var streams []string
 	for i := range 10 {
 		streams = append(streams, st(fmt.Sprintf("s%d", i), fmt.Sprintf("127.0.0.1:%d", 1+i),
 			fmt.Sprintf("192.0.2.1:%d", 1+i), fmt.Sprintf("192.0.2.2:%d", 1+i), fmt.Sprintf("192.0.2.3:%d", 1+i)))
 	}
 	src := minimal + "media: {workers: 2}\n" + streamsYAML(streams...)
-	for _, limit := range []uint64{0, 142, 1 << 20} {
+	for _, limit := range []uint64{0, 144, 1 << 20} {
 		if _, err := ParseEnv("t.yaml", []byte(src), Env{NoFileLimit: limit}); err != nil {
 			t.Errorf("limit %d: %v", limit, err)
 		}
 	}
-	ps := problemsEnv(t, src, Env{NoFileLimit: 141})
-	want := "the main process would need 142 file descriptors (10 stream inputs, 64 status connections, 4 for 2 workers, 64 reserve) but the limit is 141: raise LimitNOFILE= for the service to at least 142, or lower status: max_connections"
+	ps := problemsEnv(t, src, Env{NoFileLimit: 143})
+	want := "the main process would need 144 file descriptors (10 stream inputs, 64 status connections, 6 for 2 workers, 64 reserve) but the limit is 143: raise LimitNOFILE= for the service to at least 144, or lower status: max_connections"
 	if len(ps) != 1 || ps[0].Line != 4 || ps[0].Msg != want {
 		t.Errorf("got %+v\nwant one problem at line 4: %s", ps, want)
 	}
@@ -242,9 +242,9 @@ func TestDescriptorBudget(t *testing.T) {
 	src = minimal + "status: {max_connections: 1}\nmedia: {workers: 4}\n" +
 		streamsYAML(st("a", "127.0.0.1:1", "192.0.2.1:1"), st("b", "127.0.0.1:2", "192.0.2.1:2", "192.0.2.1:3", "192.0.2.1:4"),
 			st("c", "127.0.0.1:3", "192.0.2.1:5", "192.0.2.1:6"), st("d", "127.0.0.1:4", "192.0.2.1:7"), st("e", "127.0.0.1:5", "192.0.2.1:8"))
-	// share 2: b (1+3) + c (1+2) = 7; the main process needs 5 + 1 + 64 + 8 = 78.
-	if _, err := ParseEnv("t.yaml", []byte(src), Env{NoFileLimit: 78}); err != nil {
-		t.Errorf("limit 78: %v", err)
+	// share 2: b (1+3) + c (1+2) = 7; the main process needs 5 + 1 + 64 + 12 = 82.
+	if _, err := ParseEnv("t.yaml", []byte(src), Env{NoFileLimit: 82}); err != nil {
+		t.Errorf("limit 82: %v", err)
 	}
 	ps = problemsEnv(t, src, Env{NoFileLimit: 6})
 	want = "media: workers: a worker would need up to 7 file descriptors (an input and its outputs for each of its 2 streams) but the limit is 6: raise LimitNOFILE= for the service to at least 7, or spread the streams over more workers"
@@ -381,7 +381,7 @@ streams: []
 	want := []string{
 		`every.yaml:4:19: control: socket: must not be empty; give a path such as /run/appliance/control.sock`,
 		`every.yaml:5:35: media: standby_ring: 20s is out of range (0s to 10s)`,
-		`every.yaml:6:1: the main process would need 219 file descriptors (3 stream inputs, 150 status connections, 2 for 1 worker, 64 reserve) but the limit is 200: raise LimitNOFILE= for the service to at least 219, or lower status: max_connections`,
+		`every.yaml:6:1: the main process would need 220 file descriptors (3 stream inputs, 150 status connections, 3 for 1 worker, 64 reserve) but the limit is 200: raise LimitNOFILE= for the service to at least 220, or lower status: max_connections`,
 		`every.yaml:12:15: forwarding loop: cam1 -> cam2 -> cam1 (cam2 outputs[0] udp://192.0.2.7:5004 reaches the input of cam1, udp://0.0.0.0:5004); each packet would go round forever: send this output somewhere else`,
 		`every.yaml:14:12: cam3: input: udp://127.0.0.1:5004 overlaps the input of cam1 (udp://0.0.0.0:5004): 0.0.0.0 receives on every IPv4 address; two streams cannot share an input`,
 		`every.yaml:16:1: a second YAML document starts here, and the unit would ignore it: a config file holds one document; merge the two or remove this one`,

@@ -117,9 +117,6 @@ func Listen(path string, act Actions, log *slog.Logger) (*Server, error) {
 	return &Server{path: path, ln: ln, act: act, log: log}, nil
 }
 
-// Path is where the socket is.
-func (s *Server) Path() string { return s.path }
-
 // Close removes the socket of a server that will not be served.
 func (s *Server) Close() error { return s.ln.Close() }
 

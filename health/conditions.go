@@ -116,8 +116,8 @@ var (
 		Raised: "the boot record in `unit.state_dir` cannot be written (the boot is still counted and shown)",
 		Clears: "a retry, every 10 s, succeeds"}
 	StreamFailed = Kind{Name: "stream.failed", Subject: "<stream>", Severity: Critical,
-		Raised: "the stream is not carried: its input cannot be bound (port taken, address not on this box); the message says why. Tried again every 2 s",
-		Clears: "it is bound"}
+		Raised: "the stream is not carried: its input cannot be bound (port taken, address not on this box; tried again every 2 s), or its worker refused it; the message says why",
+		Clears: "it is bound and a worker takes it"}
 	OutputFailing = Kind{Name: "output.failing", Subject: "<stream>:<ip:port>", Severity: Warning,
 		Raised: "one output of a stream has failed to send (no route, unreachable, refused by a firewall, a full buffer) for `media.output_alarm_after`; the stream's other outputs and every other stream carry on",
 		Clears: "the output sends again; it is retried with backoff and recovers by itself"}

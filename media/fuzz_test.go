@@ -90,3 +90,23 @@ func sampleReports() []report {
 		{Seq: 3, Streams: []streamReport{{SID: 1, InAge: -1}, full}},
 	}
 }
+
+// BenchmarkDecodeReport is the parent's cost of reading one report of 1,000
+// streams with one output each: what docs/worker-protocol.md quotes.
+func BenchmarkDecodeReport(b *testing.B) {
+	s := sampleReports()[1].Streams[0]
+	s.Outputs = s.Outputs[:1]
+	r := report{Seq: 1}
+	for i := 0; i < 1000; i++ {
+		s.SID = uint32(i)
+		r.Streams = append(r.Streams, s)
+	}
+	body := encodeReportBody(r)
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeReport(body); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

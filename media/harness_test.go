@@ -122,17 +122,15 @@ func (tw *testWorker) report() report {
 		tw.reports = tw.reports[1:]
 		return r
 	}
-	for {
-		t, body := tw.frame()
-		if t != msgReport {
-			tw.tb.Fatalf("worker sent %q %s, want a report", t, body)
-		}
-		r, err := decodeReport(body)
-		if err != nil {
-			tw.tb.Fatal(err)
-		}
-		return r
+	t, body := tw.frame()
+	if t != msgReport {
+		tw.tb.Fatalf("worker sent %q %s, want a report", t, body)
 	}
+	r, err := decodeReport(body)
+	if err != nil {
+		tw.tb.Fatal(err)
+	}
+	return r
 }
 
 // stream finds sid in the next report that has it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -53,4 +54,38 @@ func TestWorkerExitReasonReachesEvents(t *testing.T) {
 	if reason != "exit code 2: panic: runtime error: index out of range [3] with length 3" {
 		t.Errorf("exit reason %q; want the exit code and the panic", reason)
 	}
+}
+
+// TestRefusedStreamIsFailed: a stream its worker will not take is shown
+// failed, with the worker's reason, and the other streams run.
+func TestRefusedStreamIsFailed(t *testing.T) {
+	out := newSink(t)
+	m, err := NewManager(Options{
+		Streams: []StreamSpec{
+			{Name: "bad", Input: netip.MustParseAddrPort("127.0.0.1:0"), Outputs: []netip.AddrPort{out.addr}, ClockRate: 0},
+			{Name: "good", Input: netip.MustParseAddrPort("127.0.0.1:0"), Outputs: []netip.AddrPort{out.addr}, ClockRate: 90000},
+		},
+		Workers:        1,
+		HangTimeout:    5 * time.Second,
+		ReportInterval: 50 * time.Millisecond,
+		Command:        []string{os.Args[0], "-test.run=^$"},
+		Env:            []string{benchChildEnv + "=worker"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	sup := supervisor.New(supervisor.Spec{Name: "media", Logger: slog.New(slog.DiscardHandler)}, m.Children()...)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sup.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	testutil.Eventually(t, 10*time.Second, "the refused stream to show failed and the other to run", func() bool {
+		st := map[string]StreamStatus{}
+		for _, s := range m.Streams() {
+			st[s.Name] = s
+		}
+		return st["bad"].State == "failed" && strings.Contains(st["bad"].Error, "worker-0 refused it: stream bad: clock rate 0") &&
+			st["good"].State != "failed" && st["good"].WorkerPID != 0
+	})
 }

@@ -249,6 +249,7 @@ type wconn struct {
 // one if the worker goes away first.
 type waiter struct {
 	ch     chan ackMsg
+	typ    byte // the message acknowledged
 	sids   []uint32
 	worker string
 }
@@ -275,8 +276,8 @@ func (wc *wconn) send(typ byte, v any, fds []int) error {
 }
 
 // expect registers a waiter for request id.
-func (wc *wconn) expect(id uint64, sids []uint32) (waiter, bool) {
-	w := waiter{ch: make(chan ackMsg, 1), sids: sids, worker: wc.worker}
+func (wc *wconn) expect(id uint64, typ byte, sids []uint32) (waiter, bool) {
+	w := waiter{ch: make(chan ackMsg, 1), typ: typ, sids: sids, worker: wc.worker}
 	wc.pmu.Lock()
 	defer wc.pmu.Unlock()
 	if wc.closed {
@@ -292,12 +293,32 @@ func (wc *wconn) deliver(m *Manager, a ackMsg) {
 	w, ok := wc.pending[a.ID]
 	delete(wc.pending, a.ID)
 	wc.pmu.Unlock()
+	refused := map[uint32]string{}
 	for _, e := range a.Errors {
 		m.log.Warn("worker refused a change", "worker", wc.worker, "sid", e.SID, "err", e.Error)
+		refused[e.SID] = e.Error
 	}
-	if ok {
-		w.ch <- a
+	if !ok {
+		return
 	}
+	if w.typ == msgAdd {
+		// A stream the worker would not take is not carried: it says so,
+		// and raises its condition, until a worker takes it.
+		owned := *wc.owned.Load()
+		for _, sid := range w.sids {
+			st := owned[sid]
+			if st == nil {
+				continue
+			}
+			if why, bad := refused[sid]; bad {
+				msg := fmt.Sprintf("%s refused it: %s", wc.worker, why)
+				st.failure.Store(&msg)
+			} else {
+				st.failure.Store(nil)
+			}
+		}
+	}
+	w.ch <- a
 }
 
 func (wc *wconn) close() {
@@ -315,7 +336,7 @@ func (wc *wconn) close() {
 
 // request sends one message that the worker acknowledges.
 func (wc *wconn) request(m *Manager, typ byte, id uint64, v any, fds []int, sids []uint32) (waiter, error) {
-	w, ok := wc.expect(id, sids)
+	w, ok := wc.expect(id, typ, sids)
 	if !ok {
 		return w, nil
 	}

@@ -226,22 +226,18 @@ func (r *relay) renumbered() {
 // forward turns a checked packet (parsed in r.pkt) into the bytes to send.
 func (r *relay) forward(b []byte, res SeqResult, ext uint64, now time.Duration) []byte {
 	h := &r.pkt.Header
-	inOrder := res == SeqInOrder || res == SeqDiscontinuity
+	inSeq := h.SequenceNumber // rewriteHeader changes h
 	out := b
 	if !r.rewrite {
-		if inOrder {
+		if res == SeqInOrder || res == SeqDiscontinuity {
 			r.cont = Continuity{Valid: true, InSSRC: h.SSRC, LastInSeq: h.SequenceNumber,
 				LastOutSeq: h.SequenceNumber, LastOutTS: h.Timestamp, At: now}
 		}
-	} else {
-		inSeq := h.SequenceNumber
-		if out = r.rewriteHeader(b, res, now); out == nil {
-			return nil
-		}
-		h.SequenceNumber = inSeq // for the progress record below
+	} else if out = r.rewriteHeader(b, res, now); out == nil {
+		return nil
 	}
 	if !r.haveFwd || ext > r.lastFwdExt {
-		r.lastFwd, r.lastFwdExt, r.haveFwd = h.SequenceNumber, ext, true
+		r.lastFwd, r.lastFwdExt, r.haveFwd = inSeq, ext, true
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package media
 
 import (
-	"errors"
 	"net"
 	"syscall"
 	"unsafe"
@@ -49,17 +48,6 @@ func (d *datagramReader) read() (int, error) {
 		return 0, err
 	}
 	return d.n, d.err
-}
-
-// writeDatagram sends b on a connected socket. A connected UDP socket reports
-// an earlier ICMP "port unreachable" as ECONNREFUSED on the next send and
-// drops that packet; the error is consumed by then, so one retry sends it.
-func writeDatagram(c *net.UDPConn, b []byte) error {
-	_, err := c.Write(b)
-	if err != nil && errors.Is(err, unix.ECONNREFUSED) {
-		_, err = c.Write(b)
-	}
-	return err
 }
 
 // setReceiveBuffer asks for a large receive buffer, so a stream survives a

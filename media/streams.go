@@ -276,13 +276,3 @@ func (m *Manager) Streams() []StreamStatus {
 	}
 	return out
 }
-
-// Stream returns one stream's status.
-func (m *Manager) Stream(name string) (StreamStatus, bool) {
-	for _, st := range *m.table.Load() {
-		if st.name == name {
-			return st.status(m, m.mono(), m.clk.Now()), true
-		}
-	}
-	return StreamStatus{}, false
-}

@@ -197,12 +197,11 @@ func (u *unitProc) stop() {
 
 // runJSON runs an appliance subcommand that prints one JSON object.
 type jsonProc struct {
-	cmd    *exec.Cmd
-	out    bytes.Buffer
-	errb   *testutil.SyncBuffer
-	done   chan error
-	ready  chan struct{}
-	prefix string
+	cmd   *exec.Cmd
+	out   bytes.Buffer
+	errb  *testutil.SyncBuffer
+	done  chan error
+	ready chan struct{}
 }
 
 func startJSON(t *testing.T, readyLine string, args ...string) *jsonProc {
