@@ -121,6 +121,33 @@ var (
 	OutputFailing = Kind{Name: "output.failing", Subject: "<stream>:<ip:port>", Severity: Warning,
 		Raised: "one output of a stream has failed to send (no route, unreachable, refused by a firewall, a full buffer) for `media.output_alarm_after`; the stream's other outputs and every other stream carry on",
 		Clears: "the output sends again; it is retried with backoff and recovers by itself"}
+	PairPeerLost = Kind{Name: "pair.peer-lost", Severity: Critical,
+		Raised: "the paired unit has been silent on every heartbeat path for the detection time; this unit took over what it could and carries the pair's streams alone",
+		Clears: "the peer is heard again"}
+	PairPathDown = Kind{Name: "pair.path-down", Subject: "<path>", Severity: Warning,
+		Raised: "one heartbeat path (numbered from 0, in `pair.paths` order) has carried nothing from the peer for the detection time while another path still does: a cable or switch port to check",
+		Clears: "the path carries heartbeats again"}
+	PairMismatch = Kind{Name: "pair.mismatch", Severity: Critical,
+		Raised: "the peer runs another protocol version or another stream list or pair timers; no stream moves in either direction until they agree",
+		Clears: "both units run the same streams and settings (fix the config and reload)"}
+	PairAuth = Kind{Name: "pair.auth", Severity: Warning,
+		Raised: "messages on a pair or witness port were refused: garbage, forged (wrong key) or replayed; the message gives the counts. Check that both units use the same `pair.key_file` and that nothing else sends to the port",
+		Clears: "no refused message for a minute"}
+	PairCannotHandOver = Kind{Name: "pair.cannot-hand-over", Subject: "<stream>", Severity: Critical,
+		Raised: "the stream should move to the peer (this unit is draining, its link is down, or an operator asked) but the peer cannot take it: silent, not up, not ready for the stream, or without capacity; the stream stays here",
+		Clears: "the stream moved, or no longer needs to"}
+	PairOverCapacity = Kind{Name: "pair.over-capacity", Severity: Critical,
+		Raised: "a takeover would exceed `pair.capacity`; the streams of highest `priority` were taken, and the message names the ones that are not carried",
+		Clears: "every stream has an owner again"}
+	PairFenced = Kind{Name: "pair.fenced", Severity: Critical,
+		Raised: "a witness is configured and this unit hears neither its peer nor the witness: it stops forwarding its streams so that two units never send the same stream",
+		Clears: "the peer or the witness is heard again"}
+	PairWitnessUnreachable = Kind{Name: "pair.witness-unreachable", Severity: Warning,
+		Raised: "the witness (`pair.witness`) has not answered for the detection time; a takeover would wait for it",
+		Clears: "it answers again"}
+	PairNoRealtime = Kind{Name: "pair.no-realtime", Severity: Warning,
+		Raised: "the heartbeat thread could not get real-time priority (the unit needs `CAP_SYS_NICE`); a saturated CPU could delay heartbeats and cause a false takeover",
+		Clears: "the service restarts with the capability"}
 )
 
 var kinds = []Kind{
@@ -129,6 +156,8 @@ var kinds = []Kind{
 	LinkDown, LinkMissing,
 	SupervisorGaveUp, WatchdogUnavailable, StateUnwritable,
 	StreamFailed, OutputFailing,
+	PairPeerLost, PairPathDown, PairMismatch, PairAuth, PairCannotHandOver, PairOverCapacity,
+	PairFenced, PairWitnessUnreachable, PairNoRealtime,
 }
 
 var byName = func() map[string]Kind {

@@ -28,7 +28,9 @@ var allowed = map[string][]string{
 	"hw":                {"internal/clock", "health"},
 	"health":            {"internal/clock", "internal/ring"},
 	"watchdog":          {"internal/clock", "health", "supervisor"},
-	"failover":          {"internal/clock", "health", "media", "supervisor", "config"},
+	"failover":          {"internal/clock"},
+	"pairnet":           {"internal/clock", "failover"},
+	"lab":               {"internal/clock", "internal/testutil", "media", "config", "control"},
 	"status":            {"internal/clock", "media", "supervisor", "health", "hw", "watchdog", "failover"},
 	"cmd/appliance":     {"*"},
 }
