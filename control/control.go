@@ -1,6 +1,6 @@
-// Package control carries operator actions (reload, stream roles) to a
-// running unit over a local unix socket, the way haproxy's and bird's
-// control sockets do. Who may act is decided by the socket file's owner,
+// Package control carries operator actions (reload, stream roles,
+// handovers, drills) to a running unit over a local unix socket, the way
+// haproxy's and bird's control sockets do. Who may act is decided by the socket file's owner,
 // group and mode; every action is logged with the peer's uid and pid.
 package control
 
@@ -24,8 +24,17 @@ import (
 
 // Ops.
 const (
-	OpReload = "reload" // apply the config file again
-	OpRole   = "role"   // set a stream's role
+	OpReload   = "reload"   // apply the config file again
+	OpRole     = "role"     // set a stream's role
+	OpHandover = "handover" // hand a stream to the paired unit, planned
+	OpDrill    = "drill"    // run a failover drill on the live pair
+)
+
+// Drill scenarios.
+const (
+	DrillOverheat  = "overheat"   // act as if the temperature were critical: hand every stream over, planned
+	DrillPowerLoss = "power-loss" // stop heartbeats and forwarding at once, as a power cut would
+	DrillPlanned   = "planned"    // hand every stream (or one) over, planned
 )
 
 // Request is one action. It travels as one line of JSON.
@@ -34,14 +43,40 @@ type Request struct {
 	Stream  string  `json:"stream,omitempty"`
 	Role    string  `json:"role,omitempty"`     // forward or standby
 	FromSeq *uint16 `json:"from_seq,omitempty"` // with role forward: start at this input sequence number
+	// Scenario is the drill to run (drill).
+	Scenario string `json:"scenario,omitempty"`
 }
 
 // Response answers a Request.
 type Response struct {
-	OK     bool          `json:"ok"`
-	Error  string        `json:"error,omitempty"` // what went wrong and what to do; every config problem, one per line
-	Reload *ReloadResult `json:"reload,omitempty"`
-	Role   *RoleResult   `json:"role,omitempty"`
+	OK       bool            `json:"ok"`
+	Error    string          `json:"error,omitempty"` // what went wrong and what to do; every config problem, one per line
+	Reload   *ReloadResult   `json:"reload,omitempty"`
+	Role     *RoleResult     `json:"role,omitempty"`
+	Handover *HandoverResult `json:"handover,omitempty"`
+	Drill    *DrillResult    `json:"drill,omitempty"`
+}
+
+// HandoverResult is the answer to a handover: the stream has moved.
+type HandoverResult struct {
+	Stream string `json:"stream"`
+	To     string `json:"to"`    // the unit that forwards it now
+	Epoch  uint32 `json:"epoch"` // its new epoch
+	// Start is the input sequence number the peer started from: this unit
+	// forwarded everything before it.
+	Start *uint16 `json:"start,omitempty"`
+}
+
+// DrillResult is what a drill measured. It is also kept in the unit's
+// drill history, shown in the API.
+type DrillResult struct {
+	Scenario   string  `json:"scenario"`
+	Result     string  `json:"result"` // ok or failed
+	Detail     string  `json:"detail,omitempty"`
+	Streams    int     `json:"streams"`
+	GapMs      float64 `json:"gap_ms"`
+	Lost       int     `json:"lost"`
+	Duplicates int     `json:"duplicates"`
 }
 
 // ReloadResult says what a reload changed.
@@ -66,7 +101,11 @@ type RoleResult struct {
 type Actions interface {
 	Reload(ctx context.Context) (ReloadResult, error)
 	SetRole(ctx context.Context, stream, role string, from *uint16) (RoleResult, error)
+	Handover(ctx context.Context, stream string) (HandoverResult, error)
+	Drill(ctx context.Context, scenario, stream string) (DrillResult, error)
 }
+
+const opList = "reload, role, handover or drill"
 
 // maxRequest bounds one request line.
 const maxRequest = 64 << 10
@@ -171,7 +210,7 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 		return
 	}
 	_ = c.SetReadDeadline(time.Time{})
-	s.log.Info("control request", "op", req.Op, "stream", req.Stream, "role", req.Role, "peer", peer)
+	s.log.Info("control request", "op", req.Op, "stream", req.Stream, "role", req.Role, "scenario", req.Scenario, "peer", peer)
 	resp := s.do(ctx, req)
 	if !resp.OK {
 		s.log.Warn("control request failed", "op", req.Op, "peer", peer, "err", resp.Error)
@@ -196,10 +235,30 @@ func (s *Server) do(ctx context.Context, req Request) Response {
 			return Response{Error: err.Error()}
 		}
 		return Response{OK: true, Role: &r}
+	case OpHandover:
+		if req.Stream == "" {
+			return Response{Error: "handover needs a stream"}
+		}
+		r, err := s.act.Handover(ctx, req.Stream)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Handover: &r}
+	case OpDrill:
+		switch req.Scenario {
+		case DrillOverheat, DrillPowerLoss, DrillPlanned:
+		default:
+			return Response{Error: fmt.Sprintf("drill scenario %q: use %s, %s or %s", req.Scenario, DrillOverheat, DrillPowerLoss, DrillPlanned)}
+		}
+		r, err := s.act.Drill(ctx, req.Scenario, req.Stream)
+		if err != nil {
+			return Response{Error: err.Error()}
+		}
+		return Response{OK: true, Drill: &r}
 	case "":
-		return Response{Error: "no op; use reload or role"}
+		return Response{Error: "no op; use " + opList}
 	default:
-		return Response{Error: fmt.Sprintf("unknown op %q; use reload or role", req.Op)}
+		return Response{Error: fmt.Sprintf("unknown op %q; use %s", req.Op, opList)}
 	}
 }
 

@@ -34,6 +34,17 @@ func (f *fakeActions) SetRole(ctx context.Context, stream, role string, from *ui
 	return RoleResult{LastForwarded: &seq}, nil
 }
 
+func (f *fakeActions) Handover(ctx context.Context, stream string) (HandoverResult, error) {
+	if stream == "nope" {
+		return HandoverResult{}, errors.New("no such stream: nope")
+	}
+	return HandoverResult{Stream: stream, To: "unit-b", Epoch: 4}, nil
+}
+
+func (f *fakeActions) Drill(ctx context.Context, scenario, stream string) (DrillResult, error) {
+	return DrillResult{Scenario: scenario, Result: "ok", Streams: 2}, nil
+}
+
 func serve(t *testing.T, act Actions) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "control.sock")
@@ -87,7 +98,17 @@ func TestActions(t *testing.T) {
 	if r := call(t, path, Request{Op: OpRole, Stream: "nope", Role: "standby"}); r.OK || !strings.Contains(r.Error, "nope") {
 		t.Errorf("role of a missing stream: %+v", r)
 	}
-	for _, bad := range []Request{{Op: "explode"}, {}, {Op: OpRole, Stream: "cam1"}} {
+	if r := call(t, path, Request{Op: OpHandover, Stream: "cam1"}); !r.OK || r.Handover.To != "unit-b" || r.Handover.Epoch != 4 {
+		t.Errorf("handover: %+v", r)
+	}
+	if r := call(t, path, Request{Op: OpHandover, Stream: "nope"}); r.OK || !strings.Contains(r.Error, "nope") {
+		t.Errorf("handover of a missing stream: %+v", r)
+	}
+	if r := call(t, path, Request{Op: OpDrill, Scenario: DrillPowerLoss}); !r.OK || r.Drill.Scenario != DrillPowerLoss {
+		t.Errorf("drill: %+v", r)
+	}
+	for _, bad := range []Request{{Op: "explode"}, {}, {Op: OpRole, Stream: "cam1"}, {Op: OpHandover},
+		{Op: OpDrill}, {Op: OpDrill, Scenario: "meteor"}} {
 		if r := call(t, path, bad); r.OK || r.Error == "" {
 			t.Errorf("%+v answered %+v", bad, r)
 		}

@@ -29,7 +29,71 @@ type Report struct {
 	Hardware   hw.Hardware          `json:"hardware"`
 	Health     []health.Condition   `json:"health"` // active conditions, most severe first
 	Watchdog   watchdog.Status      `json:"watchdog"`
-	Events     []Event              `json:"events"` // most recent first
+	// Pair is the paired unit and the links to it; absent on a unit that
+	// runs alone.
+	Pair   *Pair   `json:"pair,omitempty"`
+	Events []Event `json:"events"` // most recent first
+}
+
+// Pair is what the unit knows of its peer.
+type Pair struct {
+	Peer string `json:"peer"`
+	// PeerState is the peer's own word for itself (starting, up, draining,
+	// failed), or "silent" when nothing has been heard for the detection
+	// time, or "unknown" before the first message.
+	PeerState string `json:"peer_state"`
+	// Agreement is false when the peer runs another protocol version or
+	// another stream list: no stream moves until they agree.
+	Agreement bool       `json:"agreement"`
+	State     string     `json:"state"`    // this unit's state as the peer is told it
+	Realtime  bool       `json:"realtime"` // heartbeats run at real-time priority
+	DetectMs  float64    `json:"detect_ms"`
+	Paths     []PairPath `json:"paths"`
+	Witness   *Witness   `json:"witness,omitempty"`
+	Drills    []Drill    `json:"drills"` // most recent first
+}
+
+// PairPath is one heartbeat path.
+type PairPath struct {
+	Local  string `json:"local"`
+	Remote string `json:"remote"`
+	Up     bool   `json:"up"`
+	// LastHeardMs is how long ago the peer was last heard on this path;
+	// absent if never.
+	LastHeardMs *float64 `json:"last_heartbeat_ms,omitempty"`
+	RTTMs       *float64 `json:"rtt_ms,omitempty"`
+	Sent        uint64   `json:"sent"`
+	Received    uint64   `json:"received"`
+	// Refused messages, by why: not ours at all, a wrong key, seen before,
+	// or a protocol version this unit does not speak.
+	Garbage  uint64 `json:"garbage"`
+	Forged   uint64 `json:"forged"`
+	Replayed uint64 `json:"replayed"`
+	Version  uint64 `json:"version"`
+}
+
+// Witness is the third party that settles a cut pair link.
+type Witness struct {
+	Address      string   `json:"address"`
+	Lease        bool     `json:"lease"` // this unit may forward without hearing its peer
+	LastAnswerMs *float64 `json:"last_answer_ms,omitempty"`
+	RTTMs        *float64 `json:"rtt_ms,omitempty"`
+}
+
+// Drill is one failover drill run on the live pair and what it measured.
+type Drill struct {
+	Scenario string    `json:"scenario"`
+	Started  time.Time `json:"started"`
+	Result   string    `json:"result"` // ok, failed, or running
+	Detail   string    `json:"detail,omitempty"`
+	Streams  int       `json:"streams"` // how many streams moved
+	// GapMs is the longest time a moved stream went without a forwarder:
+	// from this unit's last packet to the peer's first.
+	GapMs float64 `json:"gap_ms"`
+	// Lost and Duplicates are input packets the handover skipped or sent
+	// twice, from the sequence numbers the two units agreed on.
+	Lost       int `json:"lost"`
+	Duplicates int `json:"duplicates"`
 }
 
 // Node is one entry of the supervision tree.
