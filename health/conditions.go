@@ -146,7 +146,7 @@ var (
 		Raised: "the witness (`pair.witness`) has not answered for the detection time; a takeover would wait for it",
 		Clears: "it answers again"}
 	PairNoRealtime = Kind{Name: "pair.no-realtime", Severity: Warning,
-		Raised: "the heartbeat thread could not get real-time priority (the unit needs `CAP_SYS_NICE`); a saturated CPU could delay heartbeats and cause a false takeover",
+		Raised: "the heartbeat thread could not get real-time priority (the service needs `LimitRTPRIO=10`, or root); a saturated CPU could delay heartbeats and cause a false takeover",
 		Clears: "the service restarts with the capability"}
 )
 
