@@ -351,7 +351,9 @@ func (d *decoder) pairWhole(c *Config, env Env) {
 	for i, pp := range p.Paths {
 		at := d.pairAt.paths[i]
 		lp := join(at.path, "local")
-		if len(local) > 0 && !local[pp.Local.Addr()] {
+		// Every loopback address is local, listed or not (127.0.0.0/8 is
+		// one entry), which is what a pair on one machine uses.
+		if len(local) > 0 && !local[pp.Local.Addr()] && !pp.Local.Addr().IsLoopback() {
 			d.at(at.local, lp, "%s is not an address of this machine, so heartbeats cannot be sent from it; give the address of the link this path leaves by (see `ip -brief address`)", pp.Local.Addr())
 			continue
 		}

@@ -278,6 +278,10 @@ func TestPairEnv(t *testing.T) {
 	if _, err := ParseEnv("t.yaml", []byte(pairBase), env); err != nil {
 		t.Errorf("refused with the path addresses local and the VIP not: %v", err)
 	}
+	loop := strings.NewReplacer(`"198.18.1.1:7400"`, `"127.0.0.2:7400"`, `"198.18.1.2:7400"`, `"127.0.0.3:7400"`).Replace(pairBase)
+	if _, err := ParseEnv("t.yaml", []byte(loop), env); err != nil {
+		t.Errorf("refused a loopback address the machine has but does not list: %v", err)
+	}
 	env.LocalAddrs = env.LocalAddrs[1:]
 	ps := problemsEnv(t, pairBase, env)
 	const want = "pair: paths[0]: local: 198.18.1.1 is not an address of this machine, so heartbeats cannot be sent from it; give the address of the link this path leaves by"
@@ -299,15 +303,21 @@ func writeKey(t *testing.T, dir, name string, data []byte, perm os.FileMode) str
 	return path
 }
 
-// loadWithKey writes pairBase with key_file set to keyPath and loads it.
-func loadWithKey(t *testing.T, keyPath string, extra string) (*Config, error) {
+// pairFile writes pairBase, with key_file set to keyPath and extra lines
+// after it, and returns its path.
+func pairFile(t *testing.T, keyPath string, extra string) string {
 	t.Helper()
 	cfg := filepath.Join(t.TempDir(), "appliance.yaml")
 	src := strings.Replace(pairBase, "/etc/appliance/pair.key", fmt.Sprintf("%q", keyPath), 1) + extra
 	if err := os.WriteFile(cfg, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return Load(cfg)
+	return cfg
+}
+
+func loadWithKey(t *testing.T, keyPath string, extra string) (*Config, error) {
+	t.Helper()
+	return Load(pairFile(t, keyPath, extra))
 }
 
 const secret = "s3cr3t-pair-KEY-never-shown-0123456789"
