@@ -481,10 +481,7 @@ func (d *decoder) root(n *yaml.Node, c *Config) {
 		"test_sources": func(v *yaml.Node) { d.testSources(v, c) },
 		"hw":           func(v *yaml.Node) { d.hw(v, c) },
 		"watchdog":     func(v *yaml.Node) { d.watchdog(v, c) },
-		"pair": func(v *yaml.Node) {
-			d.pairAt.section = keyOf(n, v)
-			d.pair(v, c)
-		},
+		"pair":         func(v *yaml.Node) { d.pair(v, c) },
 	}, "unit")
 	if n.Kind == yaml.MappingNode && !versionSeen {
 		d.at(n, "", "\"version: 1\" is required at the top (only version 1 is supported), so that later releases can read this file")

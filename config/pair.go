@@ -50,7 +50,6 @@ func DefaultPair() Pair {
 // pairNodes are where the pair settings the whole-config checks point at
 // are written.
 type pairNodes struct {
-	section  *yaml.Node // the "pair" key
 	peerName *yaml.Node // nil when missing or refused
 	keyFile  *yaml.Node // nil when missing or refused
 	paths    []pathNodes

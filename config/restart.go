@@ -9,7 +9,7 @@ import (
 // only a restart applies, as dotted paths such as "media.workers", sorted.
 // Streams are not among them, their pair settings included: the media layer
 // applies a new stream list to the running workers. A pair section added or
-// removed is named "pair"; a changed key file contents "pair.key".
+// removed is named "pair", and new contents of the key file "pair.key".
 func RestartNeeded(old, cur *Config) []string {
 	var names []string
 	for _, s := range restartSettings {
