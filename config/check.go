@@ -24,6 +24,8 @@ const (
 
 func (d *decoder) whole(c *Config, env Env) {
 	d.streamLimits(c)
+	d.pairStreams(c)
+	d.pairWhole(c, env)
 	d.overlappingInputs(c)
 	d.forwardingLoops(c, env)
 	d.descriptorBudget(c, env)
@@ -132,6 +134,13 @@ func (d *decoder) forwardingLoops(c *Config, env Env) {
 	local := map[netip.Addr]bool{}
 	for _, a := range env.LocalAddrs {
 		local[a.WithZone("").Unmap()] = true
+	}
+	// A VIP is this unit's address whenever it owns the stream, so an
+	// output sent to it comes back in.
+	for _, s := range c.Streams {
+		if s.VIP != nil {
+			local[s.VIP.Address.Addr()] = true
+		}
 	}
 	byPort := map[uint16][]int{}
 	for i, s := range c.Streams {

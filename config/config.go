@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"time"
@@ -51,6 +52,9 @@ type Config struct {
 	TestSources []TestSource
 	HW          HW
 	Watchdog    Watchdog
+	// Pair is the paired unit and how to reach it; nil when the file has no
+	// pair section, and the unit runs alone.
+	Pair *Pair
 }
 
 // Unit names the unit and where it keeps state.
@@ -82,6 +86,10 @@ type Media struct {
 	// OutputAlarmAfter is how long an output must keep failing before its
 	// health condition is raised, so that one lost send raises nothing.
 	OutputAlarmAfter Duration
+	// ProgressInterval is how often workers tell the parent how far each
+	// stream has got: what the peer needs to take over without a gap, so it
+	// is sent more often than the full reports.
+	ProgressInterval Duration
 	Restart          Restart
 }
 
@@ -100,6 +108,22 @@ type Stream struct {
 	Outputs   []Endpoint
 	ClockRate int
 	Rewrite   *Rewrite
+
+	// The rest is set only when the unit has a pair section.
+
+	// InputMode is how the standby receives the input too: InputDual (the
+	// source sends to both units) or InputVIP (the input address moves to
+	// the stream's owner).
+	InputMode string
+	VIP       *VIP   // with InputVIP only
+	Prefer    string // the unit that owns the stream while both are healthy
+	Priority  int    // higher is kept first when a unit cannot carry every stream
+}
+
+// VIP is an address that moves with a stream's owner.
+type VIP struct {
+	Address   netip.Prefix // the address and its prefix length, as put on Interface
+	Interface string
 }
 
 // Rewrite makes the output keep one SSRC and continuous numbering.
@@ -146,6 +170,83 @@ type Watchdog struct {
 	Timeout Duration
 }
 
+// Pair is the other unit of a pair and how the two keep in touch. The two
+// units share one stream list; each stream has one owner at a time.
+type Pair struct {
+	PeerName string     // the other unit's unit.name
+	Paths    []PairPath // heartbeats go over every one of them
+	KeyFile  string
+	// Key is the shared secret read from KeyFile by Load and LoadEnv (nil
+	// after Parse). Pair's Format and LogValue leave it out, and no problem
+	// or summary shows it.
+	Key              []byte   `json:"-" yaml:"-"`
+	Heartbeat        Duration // how often a heartbeat goes out on each path
+	DetectMultiplier int      // the peer is dead after this many heartbeats missed on every path
+	Witness          netip.AddrPort
+	// Preempt moves streams back to their preferred unit once it has been
+	// back and healthy for PreemptHold.
+	Preempt     bool
+	PreemptHold Duration
+	Capacity    Capacity
+}
+
+// PairPath is one heartbeat path: this unit's address and the peer's.
+type PairPath struct {
+	Local, Remote netip.AddrPort
+}
+
+// Capacity is what a unit takes over at most; 0 is no limit.
+type Capacity struct {
+	Streams    int
+	BitrateBPS uint64
+}
+
+// Format prints the pair without its key, whatever the verb, so that
+// printing a Config or a Pair cannot leak the secret.
+func (p Pair) Format(f fmt.State, _ rune) { io.WriteString(f, p.String()) }
+
+// String describes the pair without its key.
+func (p Pair) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{PeerName:%s Paths:[", p.PeerName)
+	for i, pp := range p.Paths {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s->%s", pp.Local, pp.Remote)
+	}
+	fmt.Fprintf(&b, "] KeyFile:%s Key:(%d bytes, hidden) Heartbeat:%s DetectMultiplier:%d Witness:%s Preempt:%t PreemptHold:%s Capacity:{Streams:%d BitrateBPS:%d}}",
+		p.KeyFile, len(p.Key), p.Heartbeat, p.DetectMultiplier, witnessText(p.Witness), p.Preempt, p.PreemptHold, p.Capacity.Streams, p.Capacity.BitrateBPS)
+	return b.String()
+}
+
+// LogValue logs the pair without its key.
+func (p Pair) LogValue() slog.Value {
+	paths := make([]string, len(p.Paths))
+	for i, pp := range p.Paths {
+		paths[i] = pp.Local.String() + "->" + pp.Remote.String()
+	}
+	return slog.GroupValue(
+		slog.String("peer_name", p.PeerName),
+		slog.Any("paths", paths),
+		slog.String("key_file", p.KeyFile),
+		slog.Duration("heartbeat", time.Duration(p.Heartbeat)),
+		slog.Int("detect_multiplier", p.DetectMultiplier),
+		slog.String("witness", witnessText(p.Witness)),
+		slog.Bool("preempt", p.Preempt),
+		slog.Duration("preempt_hold", time.Duration(p.PreemptHold)),
+		slog.Int("capacity_streams", p.Capacity.Streams),
+		slog.Uint64("capacity_bitrate_bps", p.Capacity.BitrateBPS),
+	)
+}
+
+func witnessText(w netip.AddrPort) string {
+	if !w.IsValid() {
+		return "none"
+	}
+	return w.String()
+}
+
 // Duration is a time.Duration written as "500ms", "5s", "2m" in the file.
 type Duration time.Duration
 
@@ -166,6 +267,7 @@ type Problem struct {
 	Line, Column int
 	Path         string // where, e.g. "cam1: outputs[0]" or "media: workers"
 	Msg          string // what is wrong and what to do
+	Err          error  // a sentinel such as ErrKeyFileTooOpen, when a caller may branch on it; usually nil
 }
 
 // Error lists every problem found in a config file.
@@ -189,13 +291,25 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// Unwrap gives the problems' sentinels to errors.Is.
+func (e *Error) Unwrap() []error {
+	var errs []error
+	for _, p := range e.Problems {
+		if p.Err != nil {
+			errs = append(errs, p.Err)
+		}
+	}
+	return errs
+}
+
 // Load reads and checks the config file at path, without facts about the
 // machine: LoadEnv(path, Env{}).
 func Load(path string) (*Config, error) { return LoadEnv(path, Env{}) }
 
-// LoadEnv reads the config file at path and checks it against env. Only a
-// regular file is read: a named pipe or a device could block the caller (a
-// reload) forever or never end.
+// LoadEnv reads the config file at path and checks it against env, and
+// reads the pair's key file into Pair.Key. Only a regular file is read: a
+// named pipe or a device could block the caller (a reload) forever or never
+// end.
 func LoadEnv(path string, env Env) (*Config, error) {
 	f, err := openNonblocking(path)
 	if err != nil {
@@ -213,7 +327,7 @@ func LoadEnv(path string, env Env) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: reading %s: %w", path, err)
 	}
-	return ParseEnv(path, data, env)
+	return parse(path, data, env, true)
 }
 
 func describeMode(m fs.FileMode) string {
@@ -253,9 +367,13 @@ func (c *Config) Summary() string {
 	for _, s := range c.Streams {
 		outputs += len(s.Outputs)
 	}
-	return fmt.Sprintf("unit %s: %s (%s), %s, %s, status %s",
+	s := fmt.Sprintf("unit %s: %s (%s), %s, %s, status %s",
 		c.Unit.Name, plural(len(c.Streams), "stream"), plural(outputs, "output"),
 		plural(c.Media.Workers, "worker"), plural(len(c.TestSources), "test source"), c.Status.Listen)
+	if c.Pair != nil {
+		s += fmt.Sprintf(", paired with %s over %s", c.Pair.PeerName, plural(len(c.Pair.Paths), "path"))
+	}
+	return s
 }
 
 func plural(n int, what string) string {

@@ -46,7 +46,8 @@ func TestDefaultsFilledIn(t *testing.T) {
 		Media: Media{
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
 			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
-			Restart: Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
+			ProgressInterval: Duration(5 * time.Millisecond),
+			Restart:          Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
 			Sysfs:        "/sys",
@@ -62,7 +63,7 @@ func TestDefaultsFilledIn(t *testing.T) {
 
 	s := mustParse(t, minimal+"streams: [{name: a, input: \"udp://0.0.0.0:5004\", outputs: [\"udp://127.0.0.1:6004\"]}]\n"+
 		"test_sources: [{to: \"udp://127.0.0.1:5004\"}]\nhw: {links: [{name: eth0}]}\n")
-	if st := s.Streams[0]; st.ClockRate != 90000 || st.Rewrite != nil {
+	if st := s.Streams[0]; st.ClockRate != 90000 || st.Rewrite != nil || st.InputMode != "" || st.VIP != nil || st.Prefer != "" || st.Priority != 0 {
 		t.Errorf("stream defaults: %+v", st)
 	}
 	if ts := s.TestSources[0]; ts.PPS != 100 || ts.Size != 1328 || ts.SSRC != 0x5eed {
@@ -146,7 +147,7 @@ func TestProblems(t *testing.T) {
 		{"unit name missing", "version: 1\nunit: {state_dir: /x}\n", 2, `"name" is required`},
 		{"unit name bad", "version: 1\nunit: {name: Unit_A}\n", 2, "lowercase"},
 		{"unknown top key", minimal + "medai: {}\n", 3, `did you mean "media"?`},
-		{"unknown key lists keys", minimal + "media: {colour: red}\n", 3, "valid keys here: hang_timeout, output_alarm_after, report_interval, restart, standby_ring, workers"},
+		{"unknown key lists keys", minimal + "media: {colour: red}\n", 3, "valid keys here: hang_timeout, output_alarm_after, progress_interval, report_interval, restart, standby_ring, workers"},
 		{"duplicate key", minimal + "unit: {name: u2}\n", 3, "set twice"},
 		{"workers text", minimal + "media:\n  workers: two\n", 4, "must be an integer"},
 		{"workers quoted", minimal + "media:\n  workers: \"2\"\n", 4, "must be an integer"},
@@ -241,7 +242,7 @@ streams:
 	want := []string{
 		"broken.yaml:4:18: media: workers: 0 is out of range (1 to 64)",
 		`broken.yaml:8:15: cam1: outputs[0]: "udp://x:99999": port out of range (1-65535)`,
-		`broken.yaml:9:5: cam1: unknown key "colour"; valid keys here: clock_rate, input, name, outputs, rewrite`,
+		`broken.yaml:9:5: cam1: unknown key "colour"; valid keys here: clock_rate, input, input_mode, name, outputs, prefer, priority, rewrite, vip`,
 		`broken.yaml:10:11: streams[1] (cam1): name: "cam1" is already the name of streams[0]; stream names must be unique`,
 		`broken.yaml:11:12: streams[1] (cam1): input: "udp://127.0.0.1:70000": port out of range (1-65535)`,
 		"broken.yaml:12:14: streams[1] (cam1): outputs: no outputs; give at least one udp://IP:PORT",

@@ -27,8 +27,14 @@ import (
 func Parse(name string, data []byte) (*Config, error) { return ParseEnv(name, data, Env{}) }
 
 // ParseEnv checks a config held in memory, as a whole and against env; name
-// is used in problem reports.
+// is used in problem reports. It reads no other file: Pair.Key stays nil.
 func ParseEnv(name string, data []byte, env Env) (*Config, error) {
+	return parse(name, data, env, false)
+}
+
+// parse reads the pair's key file only when asked: the in-memory parsers
+// must not open files a fuzzer or a caller names.
+func parse(name string, data []byte, env Env, readKey bool) (*Config, error) {
 	d := &decoder{}
 	c := defaults()
 	switch {
@@ -46,6 +52,9 @@ func ParseEnv(name string, data []byte, env Env) (*Config, error) {
 		case doc != nil && len(doc.Content) > 0 && !isNull(doc.Content[0]):
 			d.root(doc.Content[0], c)
 			d.whole(c, env)
+			if readKey {
+				d.readKey(c)
+			}
 		case err == nil:
 			d.problem(1, 1, "", "%s", emptyMsg)
 		}
@@ -128,6 +137,8 @@ func yamlErrorLine(err error) int {
 }
 
 // Defaults returns the default of every setting: the one place they live.
+// Its Pair is nil, as a unit runs alone unless told otherwise; the defaults
+// of a pair section are DefaultPair's.
 func Defaults() *Config { return defaults() }
 
 func defaults() *Config {
@@ -138,7 +149,8 @@ func defaults() *Config {
 		Media: Media{
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
 			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
-			Restart: Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
+			ProgressInterval: Duration(5 * time.Millisecond),
+			Restart:          Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
 			Sysfs:        "/sys",
@@ -159,6 +171,8 @@ type decoder struct {
 	workersNode *yaml.Node    // nil when media.workers is not set
 	workersBad  bool          // media.workers was set to something refused
 	streamAt    []streamNodes // parallel to Config.Streams
+	pairSeen    bool          // the file has a pair key, even one refused
+	pairAt      pairNodes
 }
 
 // streamNodes are where a stream's endpoints are written.
@@ -166,6 +180,10 @@ type streamNodes struct {
 	path    string       // how problems name the stream
 	input   *yaml.Node   // nil when the input was refused or is missing
 	outputs []*yaml.Node // parallel to Stream.Outputs
+
+	// The pair settings, nil when not written.
+	inputMode, vip, vipAddress, prefer, priority *yaml.Node
+	pairBad                                      bool // one of them was refused on its own
 }
 
 func (d *decoder) problem(line, col int, path, format string, args ...any) {
@@ -174,6 +192,12 @@ func (d *decoder) problem(line, col int, path, format string, args ...any) {
 
 func (d *decoder) at(n *yaml.Node, path, format string, args ...any) {
 	d.problem(n.Line, n.Column, path, format, args...)
+}
+
+// atErr reports a problem that callers may also test for with errors.Is.
+func (d *decoder) atErr(n *yaml.Node, path string, sentinel error, format string, args ...any) {
+	d.at(n, path, format, args...)
+	d.probs[len(d.probs)-1].Err = sentinel
 }
 
 func join(path, key string) string {
@@ -457,6 +481,7 @@ func (d *decoder) root(n *yaml.Node, c *Config) {
 		"test_sources": func(v *yaml.Node) { d.testSources(v, c) },
 		"hw":           func(v *yaml.Node) { d.hw(v, c) },
 		"watchdog":     func(v *yaml.Node) { d.watchdog(v, c) },
+		"pair":         func(v *yaml.Node) { d.pair(v, c) },
 	}, "unit")
 	if n.Kind == yaml.MappingNode && !versionSeen {
 		d.at(n, "", "\"version: 1\" is required at the top (only version 1 is supported), so that later releases can read this file")
@@ -533,7 +558,7 @@ func (d *decoder) control(n *yaml.Node, c *Config) {
 
 func (d *decoder) media(n *yaml.Node, c *Config) {
 	m := &c.Media
-	var hangNode, reportNode *yaml.Node
+	var hangNode, reportNode, progressNode *yaml.Node
 	d.fields(n, "media", map[string]func(*yaml.Node){
 		"workers": func(v *yaml.Node) {
 			d.workersNode = v
@@ -555,8 +580,21 @@ func (d *decoder) media(n *yaml.Node, c *Config) {
 		"output_alarm_after": func(v *yaml.Node) {
 			d.duration(v, "media: output_alarm_after", 0, time.Minute, &m.OutputAlarmAfter)
 		},
+		"progress_interval": func(v *yaml.Node) {
+			progressNode = v
+			d.duration(v, "media: progress_interval", time.Millisecond, time.Second, &m.ProgressInterval)
+		},
 		"restart": func(v *yaml.Node) { d.restart(v, "media: restart", &m.Restart) },
 	})
+	if m.ProgressInterval > m.ReportInterval {
+		at := progressNode
+		if at == nil {
+			at = reportNode
+		}
+		if at != nil {
+			d.at(at, "media: progress_interval", "%v is longer than the report interval (%v); progress goes to the parent at least as often as reports: lower it", m.ProgressInterval, m.ReportInterval)
+		}
+	}
 	if m.HangTimeout < 2*m.ReportInterval {
 		at := hangNode
 		if at == nil {
@@ -653,6 +691,36 @@ func (d *decoder) streams(n *yaml.Node, c *Config) {
 				}
 			},
 			"clock_rate": func(v *yaml.Node) { d.intField(v, join(path, "clock_rate"), 1000, 1000000, &s.ClockRate) },
+			"input_mode": func(v *yaml.Node) {
+				at.inputMode = v
+				if !d.str(v, join(path, "input_mode"), &s.InputMode) {
+					at.pairBad = true
+				} else if s.InputMode != InputDual && s.InputMode != InputVIP {
+					d.at(v, join(path, "input_mode"), "%q: use %s (the source sends to both units) or %s (the input address moves to the stream's owner)", s.InputMode, InputDual, InputVIP)
+					s.InputMode, at.pairBad = "", true
+				}
+			},
+			"vip": func(v *yaml.Node) {
+				at.vip = v
+				if !d.vip(v, join(path, "vip"), &s, &at) {
+					at.pairBad = true
+				}
+			},
+			"prefer": func(v *yaml.Node) {
+				at.prefer = v
+				if !d.str(v, join(path, "prefer"), &s.Prefer) {
+					at.pairBad = true
+				} else if !unitName.MatchString(s.Prefer) {
+					d.at(v, join(path, "prefer"), "%q is not a unit name; give this unit's unit: name or pair: peer_name", s.Prefer)
+					s.Prefer, at.pairBad = "", true
+				}
+			},
+			"priority": func(v *yaml.Node) {
+				at.priority = v
+				if i, ok := d.integer(v, join(path, "priority"), MinPriority, MaxPriority); ok {
+					s.Priority = int(i)
+				}
+			},
 			"rewrite": func(v *yaml.Node) {
 				r := &Rewrite{}
 				d.fields(v, join(path, "rewrite"), map[string]func(*yaml.Node){

@@ -17,6 +17,8 @@ import (
 func FuzzParse(f *testing.F) {
 	f.Add(DefaultYAML())
 	f.Add([]byte(minimal))
+	f.Add([]byte(pairContract))
+	f.Add([]byte(pairBase))
 	env := Env{LocalAddrs: []netip.Addr{netip.MustParseAddr("192.0.2.7"), netip.MustParseAddr("2001:db8::7")}, NoFileLimit: 300}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// Facts about the machine only add problems.
@@ -62,13 +64,18 @@ func FuzzParse(f *testing.F) {
 
 func TestEncodeRoundTrip(t *testing.T) {
 	t.Parallel()
-	c := Default()
-	c2, err := Parse("again.yaml", encode(t, c))
-	if err != nil || !reflect.DeepEqual(c, c2) {
-		t.Fatalf("round trip: %v\n%+v\n%+v", err, c, c2)
+	preempt := strings.NewReplacer(`witness: ""`, `witness: "[2001:db8::9]:7500"`, "preempt: false", "preempt: true\n  preempt_hold: 1m").Replace(pairContract)
+	if c := mustParse(t, preempt); !c.Pair.Preempt || !c.Pair.Witness.IsValid() {
+		t.Fatalf("the preempting pair is not: %+v", c.Pair)
 	}
-	if msg := invariants(c); msg != "" {
-		t.Fatal(msg)
+	for _, c := range []*Config{Default(), mustParse(t, pairContract), mustParse(t, pairBase), mustParse(t, preempt)} {
+		c2, err := Parse("again.yaml", encode(t, c))
+		if err != nil || !reflect.DeepEqual(c, c2) {
+			t.Fatalf("round trip: %v\n%+v\n%+v", err, c, c2)
+		}
+		if msg := invariants(c); msg != "" {
+			t.Fatal(msg)
+		}
 	}
 }
 
@@ -102,6 +109,8 @@ func invariants(c *Config) string {
 		return "status"
 	case !dur(m.StandbyRing, 0, 10*time.Second), !dur(m.OutputAlarmAfter, 0, time.Minute):
 		return "media standby and alarm"
+	case !dur(m.ProgressInterval, time.Millisecond, time.Second), m.ProgressInterval > m.ReportInterval:
+		return "media progress interval"
 	case len(c.Streams) > MaxStreams, len(c.Streams) > m.Workers*MaxStreamsPerWorker:
 		return "too many streams"
 	}
@@ -127,6 +136,9 @@ func invariants(c *Config) string {
 	if hasCycle(c.Streams) {
 		return "forwarding loop"
 	}
+	if msg := pairInvariants(c); msg != "" {
+		return msg
+	}
 	for _, ts := range c.TestSources {
 		if !in(ts.PPS, 1, 100000) || !in(ts.Size, 12, 1500) || ts.To.Addr.Port() == 0 {
 			return "test source"
@@ -137,6 +149,66 @@ func invariants(c *Config) string {
 			return "link " + l.Name
 		}
 		links[l.Name] = true
+	}
+	return ""
+}
+
+func pairInvariants(c *Config) string {
+	p := c.Pair
+	if p == nil {
+		for _, s := range c.Streams {
+			if s.InputMode != "" || s.VIP != nil || s.Prefer != "" || s.Priority != 0 {
+				return "pair settings of " + s.Name + " without a pair"
+			}
+		}
+		return ""
+	}
+	in := func(v, lo, hi int) bool { return v >= lo && v <= hi }
+	switch {
+	case p.PeerName == "" || p.PeerName == c.Unit.Name:
+		return "peer name"
+	case !in(len(p.Paths), 2, 8):
+		return "path count"
+	case p.KeyFile == "" || p.Key != nil:
+		return "key file"
+	case time.Duration(p.Heartbeat) < time.Millisecond || time.Duration(p.Heartbeat) > time.Second, !in(p.DetectMultiplier, 2, 50):
+		return "heartbeat timing"
+	case p.Witness.IsValid() && (p.Witness.Port() == 0 || p.Witness.Addr().IsUnspecified()):
+		return "witness"
+	case p.Capacity.Streams < 0:
+		return "capacity"
+	}
+	locals, remotes := map[netip.AddrPort]bool{}, map[netip.AddrPort]bool{}
+	for _, pp := range p.Paths {
+		if locals[pp.Local] || remotes[pp.Remote] || pp.Local.Port() == 0 || pp.Remote.Port() == 0 ||
+			pp.Local.Addr().Is4() != pp.Remote.Addr().Is4() || pp.Local.Addr().IsUnspecified() {
+			return "path " + pp.Local.String()
+		}
+		locals[pp.Local], remotes[pp.Remote] = true, true
+		for _, s := range c.Streams {
+			if a := s.Input.Addr; a.Port() == pp.Local.Port() && (a.Addr() == pp.Local.Addr() || wildcardFor(a.Addr(), pp.Local.Addr())) {
+				return "path " + pp.Local.String() + " meets the input of " + s.Name
+			}
+		}
+	}
+	vips := map[netip.Addr]bool{}
+	for _, s := range c.Streams {
+		if (s.Prefer != c.Unit.Name && s.Prefer != p.PeerName) || s.Priority < -1000 || s.Priority > 1000 {
+			return "prefer or priority of " + s.Name
+		}
+		switch s.InputMode {
+		case "dual":
+			if s.VIP != nil {
+				return "dual stream with a VIP: " + s.Name
+			}
+		case "vip":
+			if s.VIP == nil || vips[s.VIP.Address.Addr()] || s.Input.Addr.Addr() != s.VIP.Address.Addr() || !validIfName(s.VIP.Interface) {
+				return "VIP of " + s.Name
+			}
+			vips[s.VIP.Address.Addr()] = true
+		default:
+			return "input mode of " + s.Name
+		}
 	}
 	return ""
 }
@@ -201,6 +273,12 @@ func encode(t *testing.T, c *Config) []byte {
 			outs = append(outs, o.String())
 		}
 		sm := m{"name": s.Name, "input": s.Input.String(), "outputs": outs, "clock_rate": s.ClockRate}
+		if c.Pair != nil {
+			sm["input_mode"], sm["prefer"], sm["priority"] = s.InputMode, s.Prefer, s.Priority
+		}
+		if s.VIP != nil {
+			sm["vip"] = m{"address": s.VIP.Address.String(), "interface": s.VIP.Interface}
+		}
 		if s.Rewrite != nil {
 			rw := m{}
 			if s.Rewrite.SSRC != nil {
@@ -223,7 +301,7 @@ func encode(t *testing.T, c *Config) []byte {
 		"status":  m{"listen": c.Status.Listen, "max_connections": c.Status.MaxConnections, "idle_timeout": c.Status.IdleTimeout},
 		"control": m{"socket": c.Control.Socket},
 		"media": m{"workers": c.Media.Workers, "hang_timeout": c.Media.HangTimeout, "report_interval": c.Media.ReportInterval,
-			"standby_ring": c.Media.StandbyRing, "output_alarm_after": c.Media.OutputAlarmAfter,
+			"standby_ring": c.Media.StandbyRing, "output_alarm_after": c.Media.OutputAlarmAfter, "progress_interval": c.Media.ProgressInterval,
 			"restart": m{"intensity": r.Intensity, "period": r.Period, "backoff": r.Backoff, "backoff_max": r.BackoffMax}},
 		"hw": m{"sysfs": c.HW.Sysfs, "link_debounce": c.HW.LinkDebounce, "poll_interval": c.HW.PollInterval,
 			"temperature": m{"warn_c": c.HW.Temperature.WarnC, "crit_c": c.HW.Temperature.CritC, "clear_margin_c": c.HW.Temperature.ClearMarginC}},
@@ -237,6 +315,23 @@ func encode(t *testing.T, c *Config) []byte {
 	}
 	if links != nil {
 		doc["hw"].(m)["links"] = links
+	}
+	if p := c.Pair; p != nil {
+		var paths []any
+		for _, pp := range p.Paths {
+			paths = append(paths, m{"local": pp.Local.String(), "remote": pp.Remote.String()})
+		}
+		witness := ""
+		if p.Witness.IsValid() {
+			witness = p.Witness.String()
+		}
+		pm := m{"peer_name": p.PeerName, "paths": paths, "key_file": p.KeyFile, "heartbeat": p.Heartbeat,
+			"detect_multiplier": p.DetectMultiplier, "witness": witness, "preempt": p.Preempt,
+			"capacity": m{"streams": p.Capacity.Streams, "bitrate_bps": p.Capacity.BitrateBPS}}
+		if p.Preempt {
+			pm["preempt_hold"] = p.PreemptHold
+		}
+		doc["pair"] = pm
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {

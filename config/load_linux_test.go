@@ -62,3 +62,27 @@ func TestLoadFollowsSymlink(t *testing.T) {
 		t.Errorf("LoadEnv(link) with a tiny descriptor limit = %v, want a problem reported against %s", err, link)
 	}
 }
+
+// A key file that is a named pipe must not block a reload either.
+func TestKeyFileNotAFile(t *testing.T) {
+	t.Parallel()
+	fifo := filepath.Join(t.TempDir(), "pair.key")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatalf("mkfifo: %v", err)
+	}
+	cfg := pairFile(t, fifo, "")
+	done := make(chan error, 1)
+	go func() {
+		_, err := Load(cfg)
+		done <- err
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Load with a FIFO as key file still blocked after 10s")
+	}
+	if want := fifo + " is a named pipe (FIFO), not a regular file; give the path of the key file itself"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got %v, want %s", err, want)
+	}
+}

@@ -7,13 +7,24 @@ import (
 
 // RestartNeeded names the settings that differ between old and cur and that
 // only a restart applies, as dotted paths such as "media.workers", sorted.
-// Streams are not among them: the media layer applies a new stream list to
-// the running workers.
+// Streams are not among them, their pair settings included: the media layer
+// applies a new stream list to the running workers. A pair section added or
+// removed is named "pair", and new contents of the key file "pair.key".
 func RestartNeeded(old, cur *Config) []string {
 	var names []string
 	for _, s := range restartSettings {
 		if !reflect.DeepEqual(s.get(old), s.get(cur)) {
 			names = append(names, s.name)
+		}
+	}
+	switch {
+	case (old.Pair == nil) != (cur.Pair == nil):
+		names = append(names, "pair")
+	case old.Pair != nil:
+		for _, s := range pairSettings {
+			if !reflect.DeepEqual(s.get(old.Pair), s.get(cur.Pair)) {
+				names = append(names, s.name)
+			}
 		}
 	}
 	sort.Strings(names)
@@ -38,6 +49,7 @@ var restartSettings = []struct {
 	{"media.report_interval", func(c *Config) any { return c.Media.ReportInterval }},
 	{"media.standby_ring", func(c *Config) any { return c.Media.StandbyRing }},
 	{"media.output_alarm_after", func(c *Config) any { return c.Media.OutputAlarmAfter }},
+	{"media.progress_interval", func(c *Config) any { return c.Media.ProgressInterval }},
 	{"media.restart.intensity", func(c *Config) any { return c.Media.Restart.Intensity }},
 	{"media.restart.period", func(c *Config) any { return c.Media.Restart.Period }},
 	{"media.restart.backoff", func(c *Config) any { return c.Media.Restart.Backoff }},
@@ -52,6 +64,25 @@ var restartSettings = []struct {
 	{"hw.poll_interval", func(c *Config) any { return c.HW.PollInterval }},
 	{"watchdog.device", func(c *Config) any { return c.Watchdog.Device }},
 	{"watchdog.timeout", func(c *Config) any { return c.Watchdog.Timeout }},
+}
+
+// pairSettings is every setting of the pair section. The pair is set up
+// once, at start: its sockets, its timers and the peer's view of this unit.
+var pairSettings = []struct {
+	name string
+	get  func(*Pair) any
+}{
+	{"pair.peer_name", func(p *Pair) any { return p.PeerName }},
+	{"pair.paths", func(p *Pair) any { return nilIfEmpty(p.Paths) }},
+	{"pair.key_file", func(p *Pair) any { return p.KeyFile }},
+	{"pair.key", func(p *Pair) any { return nilIfEmpty(p.Key) }},
+	{"pair.heartbeat", func(p *Pair) any { return p.Heartbeat }},
+	{"pair.detect_multiplier", func(p *Pair) any { return p.DetectMultiplier }},
+	{"pair.witness", func(p *Pair) any { return p.Witness }},
+	{"pair.preempt", func(p *Pair) any { return p.Preempt }},
+	{"pair.preempt_hold", func(p *Pair) any { return p.PreemptHold }},
+	{"pair.capacity.streams", func(p *Pair) any { return p.Capacity.Streams }},
+	{"pair.capacity.bitrate_bps", func(p *Pair) any { return p.Capacity.BitrateBPS }},
 }
 
 // nilIfEmpty makes "links: []" and no links at all the same setting.

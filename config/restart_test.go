@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"reflect"
 	"strings"
 	"testing"
@@ -40,8 +41,18 @@ func TestRestartNeededCoversEveryField(t *testing.T) {
 	t.Parallel()
 	var walk func(v reflect.Value, path []string)
 	seen := 0
+	// A pair section, so that its settings are walked too.
+	base := func() *Config {
+		c, p := Default(), DefaultPair()
+		c.Pair = &p
+		return c
+	}
+	addrPort := reflect.TypeFor[netip.AddrPort]()
 	walk = func(v reflect.Value, path []string) {
-		if v.Kind() == reflect.Struct {
+		if v.Kind() == reflect.Pointer {
+			v = v.Elem()
+		}
+		if v.Kind() == reflect.Struct && v.Type() != addrPort {
 			for i := range v.NumField() {
 				f := v.Type().Field(i)
 				if len(path) == 0 && f.Name == "Streams" {
@@ -52,19 +63,28 @@ func TestRestartNeededCoversEveryField(t *testing.T) {
 			return
 		}
 		seen++
-		old, cur := Default(), Default()
+		old, cur := base(), base()
 		field := reflect.ValueOf(cur).Elem()
 		for _, p := range path {
+			if field.Kind() == reflect.Pointer {
+				field = field.Elem()
+			}
 			field = field.FieldByNameFunc(func(name string) bool { return snake(name) == p })
 		}
-		switch field.Kind() {
-		case reflect.Int, reflect.Int64:
+		switch {
+		case field.Type() == addrPort:
+			field.Set(reflect.ValueOf(netip.MustParseAddrPort("192.0.2.1:1")))
+		case field.Kind() == reflect.Bool:
+			field.SetBool(!field.Bool())
+		case field.Kind() == reflect.Uint64:
+			field.SetUint(field.Uint() + 1)
+		case field.Kind() == reflect.Int, field.Kind() == reflect.Int64:
 			field.SetInt(field.Int() + 1)
-		case reflect.Float64:
+		case field.Kind() == reflect.Float64:
 			field.SetFloat(field.Float() + 1)
-		case reflect.String:
+		case field.Kind() == reflect.String:
 			field.SetString(field.String() + "x")
-		case reflect.Slice:
+		case field.Kind() == reflect.Slice:
 			field.Set(reflect.Append(field, reflect.Zero(field.Type().Elem())))
 		default:
 			t.Fatalf("%s: kind %v; teach this test to change it", strings.Join(path, "."), field.Kind())
@@ -73,9 +93,9 @@ func TestRestartNeededCoversEveryField(t *testing.T) {
 			t.Errorf("changing %s: got %q, want %q", want[0], got, want)
 		}
 	}
-	walk(reflect.ValueOf(*Default()), nil)
-	if seen != len(restartSettings) {
-		t.Errorf("%d fields, %d settings", seen, len(restartSettings))
+	walk(reflect.ValueOf(*base()), nil)
+	if seen != len(restartSettings)+len(pairSettings) {
+		t.Errorf("%d fields, %d settings", seen, len(restartSettings)+len(pairSettings))
 	}
 }
 
