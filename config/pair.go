@@ -436,3 +436,7 @@ func readKeyFile(path string) ([]byte, error) {
 	}
 	return key, nil
 }
+
+// ReadKey reads a pair key file with the rules pair.key_file follows, for
+// programs that take the key without a config (the witness).
+func ReadKey(path string) ([]byte, error) { return readKeyFile(path) }
