@@ -128,23 +128,26 @@ func (e *progressEncoder) end() []byte {
 // checks structure and bounds only; which streams a frame may name is the
 // caller's business.
 func decodeProgress(body []byte, dst []progressEntry) ([]progressEntry, error) {
-	d := reportDecoder{b: body}
-	n := d.u32()
+	if len(body) < 4 {
+		return dst, fmt.Errorf("bad progress from worker: %d bytes", len(body))
+	}
+	n, b := binary.LittleEndian.Uint32(body), body[4:]
 	switch {
-	case d.err != nil:
-		return dst, fmt.Errorf("bad progress from worker: %w", d.err)
 	case n > maxReportStreams:
 		return dst, fmt.Errorf("bad progress from worker: %d streams, at most %d", n, maxReportStreams)
-	case uint64(len(d.b)) != uint64(n)*progressEntrySize:
-		return dst, fmt.Errorf("bad progress from worker: %d streams in %d bytes, want %d each", n, len(d.b), progressEntrySize)
+	case uint64(len(b)) != uint64(n)*progressEntrySize:
+		return dst, fmt.Errorf("bad progress from worker: %d streams in %d bytes, want %d each", n, len(b), progressEntrySize)
 	}
-	for i := uint32(0); i < n; i++ {
+	le := binary.LittleEndian
+	// Fixed offsets in an entry whose length is already checked: this runs
+	// for every busy stream every few milliseconds.
+	for ; len(b) > 0; b = b[progressEntrySize:] {
+		e := b[:progressEntrySize]
 		p := progressEntry{
-			SID: d.u32(), Flags: d.u8(), LastFwd: d.u16(),
-			InSSRC: d.u32(), LastInSeq: d.u16(), SeqOffset: d.u16(), TSOffset: d.u32(), LastOutSeq: d.u16(), LastOutTS: d.u32(),
-			ContAge:   time.Duration(d.u64()),
-			RingFirst: d.u16(), RingLast: d.u16(), RingPackets: d.u32(),
-			InAge: time.Duration(d.u64()),
+			SID: le.Uint32(e[0:]), Flags: e[4], LastFwd: le.Uint16(e[5:]),
+			InSSRC: le.Uint32(e[7:]), LastInSeq: le.Uint16(e[11:]), SeqOffset: le.Uint16(e[13:]), TSOffset: le.Uint32(e[15:]),
+			LastOutSeq: le.Uint16(e[19:]), LastOutTS: le.Uint32(e[21:]), ContAge: time.Duration(le.Uint64(e[25:])),
+			RingFirst: le.Uint16(e[33:]), RingLast: le.Uint16(e[35:]), RingPackets: le.Uint32(e[37:]), InAge: time.Duration(le.Uint64(e[41:])),
 		}
 		if p.Flags&^progFlags != 0 || p.ContAge < -1 || p.InAge < -1 || p.RingPackets > maxRingPackets {
 			return dst, fmt.Errorf("bad progress from worker: stream %d: flags %#x, ages %d and %d, ring %d",
