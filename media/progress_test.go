@@ -2,6 +2,7 @@ package media
 
 import (
 	"bytes"
+	"encoding/json"
 	"net"
 	"os"
 	"strconv"
@@ -385,4 +386,41 @@ func BenchmarkProgressFrame(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzWorkerRoles: whatever a role message says (unknown streams, roles,
+// numbers, continuities of any age), the worker answers each change and
+// its relays go on forwarding or holding what arrives.
+func FuzzWorkerRoles(f *testing.F) {
+	f.Add([]byte(`{"id":1,"changes":[{"sid":0,"role":"standby"},{"sid":1,"role":"forward","from_seq":1000}]}`))
+	f.Add([]byte(`{"id":2,"changes":[{"sid":1,"role":"forward","from_seq":65535,"continuity":{"valid":true,"in_ssrc":1,"last_in_seq":999,"seq_offset":7,"ts_offset":9,"last_out_seq":1006,"last_out_ts":5,"age_ns":9223372036854775807}}]}`))
+	f.Add([]byte(`{"id":3,"changes":[{"sid":0,"role":"standby","from_seq":3},{"sid":9,"role":"forward"},{"sid":1,"role":"sideways"}]}`))
+	f.Add([]byte(`{"id":4,"changes":[{"sid":0,"role":"forward","continuity":{"valid":true,"in_ssrc":2,"age_ns":-5}}]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var m roleMsg
+		if json.Unmarshal(body, &m) != nil {
+			return
+		}
+		w := testWorkerProc(t, 2)
+		for i := uint16(0); i < 5; i++ {
+			for _, s := range w.list {
+				feed(s.r, rtpPacket(t, 998+i, uint32(i)*90, 1, 96, nil), time.Duration(i+1)*time.Millisecond)
+			}
+		}
+		ack := w.roles(m)
+		if len(ack.Roles)+len(ack.Errors) != len(m.Changes) {
+			t.Fatalf("%d changes, %d answers and %d refusals", len(m.Changes), len(ack.Roles), len(ack.Errors))
+		}
+		for _, s := range w.list {
+			out := feed(s.r, rtpPacket(t, 1003, 5*90, 1, 96, nil), 10*time.Millisecond)
+			if out != nil && (s.r.standby || len(out) < 12) {
+				t.Fatalf("stream %d: standby %v, sent % x", s.sid, s.r.standby, out)
+			}
+		}
+		if frame := w.progressFrame(time.Second); frame != nil {
+			if _, err := decodeProgress(frame[5:], nil); err != nil {
+				t.Fatalf("the worker wrote a progress frame the parent refuses: %v", err)
+			}
+		}
+	})
 }
