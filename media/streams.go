@@ -91,7 +91,7 @@ type stream struct {
 	pps      float64
 
 	view atomic.Pointer[streamView]
-	prog progressCell // for ProgressOf; written by the report path only
+	prog progressCell // for ProgressOf; written by its worker's connection (start, progress) only
 }
 
 type outCount struct{ packets, errors uint64 }
