@@ -24,6 +24,8 @@ type testWorker struct {
 	id   uint64
 	// reports read while waiting for something else
 	reports []report
+	// progress entries read, in order
+	progress []progressEntry
 }
 
 func startTestWorker(tb testing.TB, ring time.Duration) *testWorker {
@@ -54,7 +56,8 @@ func startTestWorker(tb testing.TB, ring time.Duration) *testWorker {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 	})
-	hello := helloMsg{Version: protocolVersion, ReportIntervalNs: int64(20 * time.Millisecond), StandbyRingNs: int64(ring)}
+	hello := helloMsg{Version: protocolVersion, ReportIntervalNs: int64(20 * time.Millisecond), StandbyRingNs: int64(ring),
+		ProgressIntervalNs: int64(5 * time.Millisecond)}
 	if err := tw.fw.json(msgHello, hello, nil); err != nil {
 		tb.Fatal(err)
 	}
@@ -96,6 +99,8 @@ func (tw *testWorker) request(typ byte, v any, fds []int) ackMsg {
 				tw.tb.Fatal(err)
 			}
 			tw.reports = append(tw.reports, r)
+		case msgProgress:
+			tw.takeProgress(body)
 		default:
 			tw.tb.Fatalf("worker sent %q %s", t, body)
 		}
@@ -123,6 +128,10 @@ func (tw *testWorker) report() report {
 		return r
 	}
 	t, body := tw.frame()
+	for t == msgProgress {
+		tw.takeProgress(body)
+		t, body = tw.frame()
+	}
 	if t != msgReport {
 		tw.tb.Fatalf("worker sent %q %s, want a report", t, body)
 	}
@@ -145,4 +154,23 @@ func (tw *testWorker) stream(sid uint32) streamReport {
 	}
 	tw.tb.Fatalf("no report names stream %d", sid)
 	return streamReport{}
+}
+
+func (tw *testWorker) takeProgress(body []byte) {
+	tw.tb.Helper()
+	var err error
+	if tw.progress, err = decodeProgress(body, tw.progress); err != nil {
+		tw.tb.Fatal(err)
+	}
+}
+
+// role changes one stream's role and returns the worker's answer for it,
+// failing the test on a refusal.
+func (tw *testWorker) role(sid uint32, role string, from *uint16, cont *PeerContinuity) roleAck {
+	tw.tb.Helper()
+	a := tw.request(msgRole, roleMsg{ID: tw.nextID(), Changes: []roleChange{{SID: sid, Role: role, FromSeq: from, Continuity: cont}}}, nil)
+	if len(a.Errors) > 0 || len(a.Roles) != 1 || a.Roles[0].SID != sid {
+		tw.tb.Fatalf("role %s for stream %d answered %+v", role, sid, a)
+	}
+	return a.Roles[0]
 }

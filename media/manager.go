@@ -29,6 +29,10 @@ type StreamSpec struct {
 	Outputs     []netip.AddrPort
 	ClockRate   int
 	RewriteSSRC *uint32
+	// FreeBind binds the input with IP_FREEBIND: to an address the unit
+	// does not hold yet, such as the pair's virtual address on the standby
+	// unit, which starts receiving once the address moves here.
+	FreeBind bool
 }
 
 // sameRelay reports whether two specs relay alike: an update is needed otherwise.
@@ -55,6 +59,10 @@ type Options struct {
 	ReportInterval   time.Duration // how often workers report (and so heartbeat)
 	StandbyRing      time.Duration // how much recent input a standby stream keeps
 	OutputAlarmAfter time.Duration // how long an output fails before its condition is raised
+	// ProgressInterval is how often workers send the progress the pair
+	// reads (ProgressOf): what each stream last forwarded, its output
+	// numbering and its replay ring.
+	ProgressInterval time.Duration
 	// Command is the argv that starts a worker: normally this binary with the
 	// hidden "worker" subcommand.
 	Command []string
@@ -117,6 +125,8 @@ func NewManager(o Options) (*Manager, error) {
 		return nil, fmt.Errorf("media: %d workers; at least 1", o.Workers)
 	case o.ReportInterval <= 0 || o.HangTimeout <= 0:
 		return nil, fmt.Errorf("media: report interval %v and hang timeout %v must be positive", o.ReportInterval, o.HangTimeout)
+	case o.ProgressInterval <= 0:
+		return nil, fmt.Errorf("media: progress interval %v must be positive", o.ProgressInterval)
 	case o.StandbyRing < 0 || o.OutputAlarmAfter < 0:
 		return nil, fmt.Errorf("media: standby ring %v and output alarm delay %v must not be negative", o.StandbyRing, o.OutputAlarmAfter)
 	case len(o.Command) == 0:
@@ -159,12 +169,18 @@ func NewManager(o Options) (*Manager, error) {
 }
 
 // bindInput opens a stream's input socket with a receive buffer large enough
-// to hold the stream while a worker restarts.
-func bindInput(ap netip.AddrPort) (*os.File, error) {
-	c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+// to hold the stream while a worker restarts; with freeBind, on an address
+// that need not be the unit's yet.
+func bindInput(ap netip.AddrPort, freeBind bool) (*os.File, error) {
+	var lc net.ListenConfig
+	if freeBind {
+		lc.Control = setFreeBind
+	}
+	pc, err := lc.ListenPacket(context.Background(), "udp", ap.String())
 	if err != nil {
 		return nil, err
 	}
+	c := pc.(*net.UDPConn)
 	defer c.Close()
 	setReceiveBuffer(c, 4<<20)
 	return c.File()
@@ -213,7 +229,7 @@ func (m *Manager) addLocked(spec StreamSpec, waits *[]waiter) *stream {
 // bindLocked binds the input and places the stream, or records why not.
 func (m *Manager) bindLocked(st *stream, waits *[]waiter) {
 	spec := st.spec.Load()
-	f, err := bindInput(spec.Input)
+	f, err := bindInput(spec.Input, spec.FreeBind)
 	if err != nil {
 		why := fmt.Sprintf("input udp://%v cannot be bound: %v; free the port or fix the input address (retried every %v)", spec.Input, err, bindRetry)
 		if old := st.failure.Load(); old == nil || *old != why {
@@ -280,7 +296,7 @@ type ApplyResult struct {
 // input bound here and are handed to the least-loaded worker; removed
 // streams are released, and their ports are free when Apply returns;
 // changed outputs, rewrite or clock rate change in place; a changed input
-// address replaces the stream. Streams that did not change are not touched.
+// address or FreeBind replaces the stream. Streams that did not change are not touched.
 func (m *Manager) Apply(ctx context.Context, specs []StreamSpec) (ApplyResult, error) {
 	m.ctlMu.Lock()
 	defer m.ctlMu.Unlock()
@@ -302,7 +318,7 @@ func (m *Manager) Apply(ctx context.Context, specs []StreamSpec) (ApplyResult, e
 		cur := st.spec.Load()
 		d, keep := want[st.name]
 		switch {
-		case !keep || d.Input != cur.Input:
+		case !keep || d.Input != cur.Input || d.FreeBind != cur.FreeBind:
 			waits = append(waits, m.removeLocked(st)...)
 			if keep {
 				replaced[st.name] = true
@@ -413,68 +429,6 @@ func (m *Manager) await(ctx context.Context, waits []waiter) map[uint32]string {
 		}
 	}
 	return failed
-}
-
-// RoleResult is a worker's answer to a role change.
-type RoleResult struct {
-	// LastForwarded is the input sequence number of the last packet the
-	// stream forwarded before the change, if it forwarded any.
-	LastForwarded *uint16 `json:"last_forwarded,omitempty"`
-	Replayed      int     `json:"replayed"` // packets sent from the ring
-}
-
-// SetRole puts a stream in standby (it reads and counts its input and keeps
-// the most recent packets in a ring, sending nothing) or in forward. With
-// from set, forwarding starts at that input sequence number: what the ring
-// holds from it is sent first, and the output continues the stream's SSRC,
-// sequence and timestamp numbering. The role outlives worker restarts.
-func (m *Manager) SetRole(ctx context.Context, name, role string, from *uint16) (RoleResult, error) {
-	if role != RoleForward && role != RoleStandby {
-		return RoleResult{}, fmt.Errorf("role %q: use %s or %s", role, RoleForward, RoleStandby)
-	}
-	if from != nil && role != RoleForward {
-		return RoleResult{}, errors.New("a starting sequence number goes with role forward only")
-	}
-	m.ctlMu.Lock()
-	defer m.ctlMu.Unlock()
-	m.mu.Lock()
-	st := m.byName[name]
-	if st == nil {
-		m.mu.Unlock()
-		return RoleResult{}, fmt.Errorf("%w: %s", ErrNoStream, name)
-	}
-	st.standby.Store(role == RoleStandby)
-	if f := st.failure.Load(); f != nil {
-		m.mu.Unlock()
-		return RoleResult{}, fmt.Errorf("%w: %s: %s", ErrNotCarried, name, *f)
-	}
-	var wc *wconn
-	if st.w != nil {
-		wc = st.w.conn
-	}
-	if wc == nil {
-		m.mu.Unlock()
-		return RoleResult{}, fmt.Errorf("%w: %s: its worker is restarting; it starts as %s", ErrNotCarried, name, role)
-	}
-	wt, err := wc.sendRole(m, st, role, from)
-	m.mu.Unlock()
-	if err != nil {
-		return RoleResult{}, fmt.Errorf("stream %s: telling its worker: %w", name, err)
-	}
-	ctx, cancel := context.WithTimeout(ctx, ackTimeout)
-	defer cancel()
-	select {
-	case ack, ok := <-wt.ch:
-		if !ok {
-			return RoleResult{}, fmt.Errorf("%w: %s: its worker exited before confirming; it restarts as %s", ErrNotCarried, name, role)
-		}
-		if len(ack.Errors) > 0 {
-			return RoleResult{}, fmt.Errorf("stream %s: %s", name, ack.Errors[0].Error)
-		}
-		return RoleResult{LastForwarded: ack.LastForwarded, Replayed: ack.Replayed}, nil
-	case <-ctx.Done():
-		return RoleResult{}, fmt.Errorf("stream %s: %s did not confirm the role change within %v", name, wt.worker, ackTimeout)
-	}
 }
 
 // Serve keeps the streams: it binds inputs that could not be bound before,

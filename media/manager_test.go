@@ -21,12 +21,13 @@ func TestWorkerExitReasonReachesEvents(t *testing.T) {
 	var mu sync.Mutex
 	var events []supervisor.Event
 	m, err := NewManager(Options{
-		Streams:        []StreamSpec{{Name: "cam1", Input: netip.MustParseAddrPort("127.0.0.1:0"), Outputs: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, ClockRate: 90000}},
-		Workers:        1,
-		HangTimeout:    5 * time.Second,
-		ReportInterval: 100 * time.Millisecond,
-		Command:        []string{"sh", "-c", `echo "goroutine noise" >&2; echo "panic: runtime error: index out of range [3] with length 3" >&2; exit 2`},
-		Stderr:         &strings.Builder{},
+		Streams:          []StreamSpec{{Name: "cam1", Input: netip.MustParseAddrPort("127.0.0.1:0"), Outputs: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, ClockRate: 90000}},
+		Workers:          1,
+		HangTimeout:      5 * time.Second,
+		ReportInterval:   100 * time.Millisecond,
+		ProgressInterval: 5 * time.Millisecond,
+		Command:          []string{"sh", "-c", `echo "goroutine noise" >&2; echo "panic: runtime error: index out of range [3] with length 3" >&2; exit 2`},
+		Stderr:           &strings.Builder{},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -65,11 +66,12 @@ func TestRefusedStreamIsFailed(t *testing.T) {
 			{Name: "bad", Input: netip.MustParseAddrPort("127.0.0.1:0"), Outputs: []netip.AddrPort{out.addr}, ClockRate: 0},
 			{Name: "good", Input: netip.MustParseAddrPort("127.0.0.1:0"), Outputs: []netip.AddrPort{out.addr}, ClockRate: 90000},
 		},
-		Workers:        1,
-		HangTimeout:    5 * time.Second,
-		ReportInterval: 50 * time.Millisecond,
-		Command:        []string{os.Args[0], "-test.run=^$"},
-		Env:            []string{benchChildEnv + "=worker"},
+		Workers:          1,
+		HangTimeout:      5 * time.Second,
+		ReportInterval:   50 * time.Millisecond,
+		ProgressInterval: 5 * time.Millisecond,
+		Command:          []string{os.Args[0], "-test.run=^$"},
+		Env:              []string{benchChildEnv + "=worker"},
 	})
 	if err != nil {
 		t.Fatal(err)

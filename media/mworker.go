@@ -125,6 +125,12 @@ func (w *mworker) attach(ctx context.Context, p *supervisor.Proc) error {
 				return err
 			}
 			w.apply(wc, &r)
+		case msgProgress:
+			wc.prog, err = decodeProgress(body, wc.prog[:0])
+			if err != nil {
+				return err
+			}
+			w.progress(wc, wc.prog)
 		case msgAck:
 			var a ackMsg
 			if err := json.Unmarshal(body, &a); err != nil {
@@ -156,7 +162,7 @@ func (w *mworker) start(wc *wconn, pid int) error {
 	wc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	defer wc.c.SetWriteDeadline(time.Time{})
 	hello := helloMsg{Version: protocolVersion, Worker: w.id, ReportIntervalNs: int64(m.opts.ReportInterval),
-		StandbyRingNs: int64(m.opts.StandbyRing)}
+		StandbyRingNs: int64(m.opts.StandbyRing), ProgressIntervalNs: int64(m.opts.ProgressInterval)}
 	if err := wc.send(msgHello, hello, nil); err != nil {
 		return fmt.Errorf("sending hello: %w", err)
 	}
@@ -225,6 +231,17 @@ func (w *mworker) apply(wc *wconn, r *report) {
 	}
 }
 
+// progress takes one progress frame: the report path, like apply.
+func (w *mworker) progress(wc *wconn, entries []progressEntry) {
+	owned := *wc.owned.Load()
+	now := w.m.mono()
+	for i := range entries {
+		if st := owned[entries[i].SID]; st != nil {
+			st.prog.store(&entries[i], now)
+		}
+	}
+}
+
 // wconn is the control connection of one live worker process.
 type wconn struct {
 	c      *net.UnixConn
@@ -236,6 +253,7 @@ type wconn struct {
 	maxGap     atomic.Int64
 	owned      atomic.Pointer[map[uint32]*stream] // for the report path
 	note       atomic.Pointer[string]             // the worker's last word
+	prog       []progressEntry                    // the report path's, reused
 
 	wmu sync.Mutex // serializes writes
 	fw  frameWriter
@@ -252,6 +270,10 @@ type waiter struct {
 	typ    byte // the message acknowledged
 	sids   []uint32
 	worker string
+	// adopt is the continuity a role message asked streams to adopt:
+	// recorded again as the stream's own when the worker confirms, after
+	// any report the worker wrote before the change.
+	adopt map[uint32]Continuity
 }
 
 func (wc *wconn) reported(now time.Duration) {
@@ -276,8 +298,8 @@ func (wc *wconn) send(typ byte, v any, fds []int) error {
 }
 
 // expect registers a waiter for request id.
-func (wc *wconn) expect(id uint64, typ byte, sids []uint32) (waiter, bool) {
-	w := waiter{ch: make(chan ackMsg, 1), typ: typ, sids: sids, worker: wc.worker}
+func (wc *wconn) expect(id uint64, typ byte, sids []uint32, adopt map[uint32]Continuity) (waiter, bool) {
+	w := waiter{ch: make(chan ackMsg, 1), typ: typ, sids: sids, worker: wc.worker, adopt: adopt}
 	wc.pmu.Lock()
 	defer wc.pmu.Unlock()
 	if wc.closed {
@@ -300,6 +322,14 @@ func (wc *wconn) deliver(m *Manager, a ackMsg) {
 	}
 	if !ok {
 		return
+	}
+	if w.typ == msgRole {
+		owned := *wc.owned.Load()
+		for sid, k := range w.adopt {
+			if _, bad := refused[sid]; !bad && owned[sid] != nil {
+				owned[sid].setCont(k)
+			}
+		}
 	}
 	if w.typ == msgAdd {
 		// A stream the worker would not take is not carried: it says so,
@@ -335,8 +365,8 @@ func (wc *wconn) close() {
 }
 
 // request sends one message that the worker acknowledges.
-func (wc *wconn) request(m *Manager, typ byte, id uint64, v any, fds []int, sids []uint32) (waiter, error) {
-	w, ok := wc.expect(id, typ, sids)
+func (wc *wconn) request(m *Manager, typ byte, id uint64, v any, fds []int, sids []uint32, adopt map[uint32]Continuity) (waiter, error) {
+	w, ok := wc.expect(id, typ, sids, adopt)
 	if !ok {
 		return w, nil
 	}
@@ -382,7 +412,7 @@ func (wc *wconn) sendAddsWith(m *Manager, streams []*stream, conts map[uint32]Co
 				st.assign(wc.pidv, m.opts.ReportInterval, m.mono())
 			}
 		}
-		w, err := wc.request(m, msgAdd, msg.ID, msg, fds, sids)
+		w, err := wc.request(m, msgAdd, msg.ID, msg, fds, sids, nil)
 		if err != nil {
 			return waits, err
 		}
@@ -397,19 +427,14 @@ func configOf(sid uint32, spec *StreamSpec) streamConfig {
 
 func (wc *wconn) sendUpdate(m *Manager, st *stream) ([]waiter, error) {
 	msg := updateMsg{ID: m.nextReq.Add(1), Streams: []streamConfig{configOf(st.sid, st.spec.Load())}}
-	w, err := wc.request(m, msgUpdate, msg.ID, msg, nil, []uint32{st.sid})
+	w, err := wc.request(m, msgUpdate, msg.ID, msg, nil, []uint32{st.sid}, nil)
 	return []waiter{w}, err
 }
 
 func (wc *wconn) sendRemove(m *Manager, st *stream) ([]waiter, error) {
 	msg := removeMsg{ID: m.nextReq.Add(1), SIDs: []uint32{st.sid}}
-	w, err := wc.request(m, msgRemove, msg.ID, msg, nil, []uint32{st.sid})
+	w, err := wc.request(m, msgRemove, msg.ID, msg, nil, []uint32{st.sid}, nil)
 	return []waiter{w}, err
-}
-
-func (wc *wconn) sendRole(m *Manager, st *stream, role string, from *uint16) (waiter, error) {
-	msg := roleMsg{ID: m.nextReq.Add(1), SID: st.sid, Role: role, FromSeq: from}
-	return wc.request(m, msgRole, msg.ID, msg, nil, []uint32{st.sid})
 }
 
 // tailWriter keeps the end of a worker's stderr, to say why it died.

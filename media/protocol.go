@@ -19,27 +19,28 @@ import (
 // reference; this file is its implementation.
 //
 // Every message is a frame: a 4-byte big-endian length, then a type byte and
-// that many bytes less one of body. Control messages carry JSON; the report,
-// the only frequent message, is binary so that a worker with a thousand
-// streams costs the parent next to nothing to read. An add message carries
+// that many bytes less one of body. Control messages carry JSON; the report
+// and the progress frame, the frequent messages, are binary so that a worker
+// with a thousand streams costs the parent next to nothing to read. An add message carries
 // one input socket per stream as SCM_RIGHTS; descriptors arrive with the
 // first bytes of their frame and are taken in order.
 
 // protocolVersion changes whenever a message changes. The parent says it in
 // hello and the worker refuses any other.
-const protocolVersion = 1
+const protocolVersion = 2
 
 // Frame types.
 const (
-	msgHello  byte = 'H' // parent → worker, first: helloMsg
-	msgAdd    byte = 'A' // parent → worker: addMsg, with one descriptor per stream
-	msgUpdate byte = 'U' // parent → worker: updateMsg
-	msgRemove byte = 'R' // parent → worker: removeMsg
-	msgRole   byte = 'O' // parent → worker: roleMsg
-	msgReady  byte = 'Y' // worker → parent, answer to hello: readyMsg
-	msgAck    byte = 'K' // worker → parent: ackMsg, answer to add, update, remove and role
-	msgReport byte = 'P' // worker → parent: binary report, also the heartbeat
-	msgFatal  byte = 'F' // worker → parent, last words before exiting: fatalMsg
+	msgHello    byte = 'H' // parent → worker, first: helloMsg
+	msgAdd      byte = 'A' // parent → worker: addMsg, with one descriptor per stream
+	msgUpdate   byte = 'U' // parent → worker: updateMsg
+	msgRemove   byte = 'R' // parent → worker: removeMsg
+	msgRole     byte = 'O' // parent → worker: roleMsg, any number of streams
+	msgReady    byte = 'Y' // worker → parent, answer to hello: readyMsg
+	msgAck      byte = 'K' // worker → parent: ackMsg, answer to add, update, remove and role
+	msgReport   byte = 'P' // worker → parent: binary report, also the heartbeat
+	msgProgress byte = 'G' // worker → parent: binary progress, what changed since the last one
+	msgFatal    byte = 'F' // worker → parent, last words before exiting: fatalMsg
 )
 
 const (
@@ -62,10 +63,11 @@ const (
 )
 
 type helloMsg struct {
-	Version          int   `json:"version"`
-	Worker           int   `json:"worker"`
-	ReportIntervalNs int64 `json:"report_interval_ns"`
-	StandbyRingNs    int64 `json:"standby_ring_ns"`
+	Version            int   `json:"version"`
+	Worker             int   `json:"worker"`
+	ReportIntervalNs   int64 `json:"report_interval_ns"`
+	StandbyRingNs      int64 `json:"standby_ring_ns"`
+	ProgressIntervalNs int64 `json:"progress_interval_ns"`
 }
 
 type readyMsg struct {
@@ -104,21 +106,36 @@ type removeMsg struct {
 	SIDs []uint32 `json:"sids"`
 }
 
+// roleMsg changes the role of any number of streams at once, so that a
+// whole unit's streams switch in about the time of one.
 type roleMsg struct {
-	ID   uint64 `json:"id"`
+	ID      uint64       `json:"id"`
+	Changes []roleChange `json:"changes"`
+}
+
+type roleChange struct {
 	SID  uint32 `json:"sid"`
 	Role string `json:"role"`
 	// FromSeq, with role forward: forward from this input sequence number
 	// on, replaying what the ring holds from it.
 	FromSeq *uint16 `json:"from_seq,omitempty"`
+	// Continuity, with role forward: the output numbering the peer unit
+	// forwarded with, adopted before forwarding. Its age is turned into an
+	// instant on the worker's clock.
+	Continuity *PeerContinuity `json:"continuity,omitempty"`
 }
 
 type ackMsg struct {
 	ID     uint64        `json:"id"`
 	Errors []streamError `json:"errors,omitempty"`
-	// Answers to a role message.
+	Roles  []roleAck     `json:"roles,omitempty"` // answers to a role message, one per stream changed
+}
+
+type roleAck struct {
+	SID           uint32  `json:"sid"`
 	LastForwarded *uint16 `json:"last_forwarded,omitempty"` // input sequence number of the last packet forwarded before the change
 	Replayed      int     `json:"replayed,omitempty"`       // packets sent from the ring
+	FromIgnored   bool    `json:"from_ignored,omitempty"`   // from_seq was too far from the input's numbering to mean anything
 }
 
 type streamError struct {
@@ -360,7 +377,7 @@ func (e *reportEncoder) stream(sr *streamReport) {
 	c := &sr.Counters
 	for _, v := range [...]uint64{c.PacketsIn, c.BytesIn, c.PacketsOut, c.BytesOut, c.OutErrors, uint64(c.Lost),
 		c.Duplicates, c.Reordered, c.Discontinuities, c.SSRCChanges, c.CCErrors, c.TSSyncErrors, c.Malformed,
-		c.MalformedShort, c.MalformedVer, c.MalformedHeader, c.MalformedBig, c.Replayed, c.Skipped} {
+		c.MalformedShort, c.MalformedVer, c.MalformedHeader, c.MalformedBig, c.Replayed, c.Skipped, c.FromIgnored} {
 		e.u64(v)
 	}
 	e.f64(c.JitterMs)
@@ -441,9 +458,9 @@ func decodeReport(body []byte) (report, error) {
 	if d.err == nil && n > maxReportStreams {
 		return r, fmt.Errorf("bad report from worker: %d streams, at most %d", n, maxReportStreams)
 	}
-	// Each stream takes at least 200 bytes: a count the body cannot hold is
+	// Each stream takes at least 208 bytes: a count the body cannot hold is
 	// a lie, refused before allocating for it.
-	if d.err == nil && uint64(n)*200 > uint64(len(d.b)) {
+	if d.err == nil && uint64(n)*208 > uint64(len(d.b)) {
 		return r, fmt.Errorf("bad report from worker: %d streams in %d bytes", n, len(d.b))
 	}
 	r.Streams = make([]streamReport, 0, n)
@@ -459,7 +476,7 @@ func decodeReport(body []byte) (report, error) {
 		c := &sr.Counters
 		for _, p := range [...]*uint64{&c.PacketsIn, &c.BytesIn, &c.PacketsOut, &c.BytesOut, &c.OutErrors, nil,
 			&c.Duplicates, &c.Reordered, &c.Discontinuities, &c.SSRCChanges, &c.CCErrors, &c.TSSyncErrors, &c.Malformed,
-			&c.MalformedShort, &c.MalformedVer, &c.MalformedHeader, &c.MalformedBig, &c.Replayed, &c.Skipped} {
+			&c.MalformedShort, &c.MalformedVer, &c.MalformedHeader, &c.MalformedBig, &c.Replayed, &c.Skipped, &c.FromIgnored} {
 			v := d.u64()
 			if p == nil {
 				c.Lost = int64(v)
@@ -519,6 +536,9 @@ func checkHello(h *helloMsg) error {
 	}
 	if h.StandbyRingNs < 0 {
 		return fmt.Errorf("hello: standby ring %d", h.StandbyRingNs)
+	}
+	if h.ProgressIntervalNs <= 0 {
+		return fmt.Errorf("hello: progress interval %d", h.ProgressIntervalNs)
 	}
 	return nil
 }

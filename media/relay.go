@@ -28,26 +28,30 @@ const (
 // Counters is what one stream's relay has counted. In a worker it counts
 // since the worker took the stream; the parent adds up every worker's.
 type Counters struct {
-	PacketsIn       uint64  `json:"packets_in"`
-	BytesIn         uint64  `json:"bytes_in"`
-	PacketsOut      uint64  `json:"packets_out"`
-	BytesOut        uint64  `json:"bytes_out"`
-	OutErrors       uint64  `json:"out_errors"`
-	Lost            int64   `json:"lost"` // never negative
-	Duplicates      uint64  `json:"duplicates"`
-	Reordered       uint64  `json:"reordered"`
-	Discontinuities uint64  `json:"seq_discontinuities"`
-	SSRCChanges     uint64  `json:"ssrc_changes"`
-	CCErrors        uint64  `json:"cc_errors"`
-	TSSyncErrors    uint64  `json:"ts_sync_errors"`
-	Malformed       uint64  `json:"malformed"`
-	MalformedShort  uint64  `json:"malformed_short"`
-	MalformedVer    uint64  `json:"malformed_version"`
-	MalformedHeader uint64  `json:"malformed_header"`
-	MalformedBig    uint64  `json:"malformed_oversize"`
-	Replayed        uint64  `json:"replayed"` // sent from the standby ring by "forward from S"
-	Skipped         uint64  `json:"skipped"`  // not forwarded: older than the S of "forward from S"
-	JitterMs        float64 `json:"jitter_ms"`
+	PacketsIn       uint64 `json:"packets_in"`
+	BytesIn         uint64 `json:"bytes_in"`
+	PacketsOut      uint64 `json:"packets_out"`
+	BytesOut        uint64 `json:"bytes_out"`
+	OutErrors       uint64 `json:"out_errors"`
+	Lost            int64  `json:"lost"` // never negative
+	Duplicates      uint64 `json:"duplicates"`
+	Reordered       uint64 `json:"reordered"`
+	Discontinuities uint64 `json:"seq_discontinuities"`
+	SSRCChanges     uint64 `json:"ssrc_changes"`
+	CCErrors        uint64 `json:"cc_errors"`
+	TSSyncErrors    uint64 `json:"ts_sync_errors"`
+	Malformed       uint64 `json:"malformed"`
+	MalformedShort  uint64 `json:"malformed_short"`
+	MalformedVer    uint64 `json:"malformed_version"`
+	MalformedHeader uint64 `json:"malformed_header"`
+	MalformedBig    uint64 `json:"malformed_oversize"`
+	Replayed        uint64 `json:"replayed"` // sent from the standby ring by "forward from S"
+	Skipped         uint64 `json:"skipped"`  // not forwarded: older than the S of "forward from S"
+	// FromIgnored counts "forward from S" where S was too far from the
+	// input's numbering to place (another source, or a stale number): the
+	// stream forwarded from the next packet instead.
+	FromIgnored uint64  `json:"from_ignored"`
+	JitterMs    float64 `json:"jitter_ms"`
 }
 
 // Add accumulates c2's cumulative counters into c; the jitter gauge takes c2's value.
@@ -71,6 +75,7 @@ func (c *Counters) Add(c2 Counters) {
 	c.MalformedBig += c2.MalformedBig
 	c.Replayed += c2.Replayed
 	c.Skipped += c2.Skipped
+	c.FromIgnored += c2.FromIgnored
 	if c2.PacketsIn != 0 {
 		c.JitterMs = c2.JitterMs
 	}
@@ -270,8 +275,7 @@ func (r *relay) rewriteHeader(b []byte, res SeqResult, now time.Duration) []byte
 		// The first packet ever: pass numbering through, only the SSRC changes.
 		*c = Continuity{Valid: true, InSSRC: h.SSRC}
 	case r.handedOver:
-		d := int(int16(h.SequenceNumber - c.LastInSeq))
-		if h.SSRC != c.InSSRC || d <= -seqWindow || d > maxDropout {
+		if h.SSRC != c.InSSRC || !nearSeq(h.SequenceNumber, c.LastInSeq) {
 			r.rebase(now, c.Margin)
 		}
 	case h.SSRC != c.InSSRC || res == SeqDiscontinuity:
@@ -334,26 +338,51 @@ func (r *relay) setStandby(keep time.Duration) (uint16, bool) {
 	return r.lastFwd, r.haveFwd
 }
 
+// adopt takes over the output numbering of whoever forwarded the stream
+// before: the paired unit. Like a worker start it is a hand-over: if the
+// first packet forwarded lines up with c (same input SSRC, a sequence number
+// near c's last), the offsets are kept as they are, so that two units fed
+// the same input send the same bytes; otherwise the output is rebased onto
+// c's last numbers. There is no margin: what the peer sent after c is not
+// known here, and stepping blindly would make a gap of its own.
+func (r *relay) adopt(c Continuity) {
+	c.Valid, c.Margin = true, 0
+	r.cont = c
+	r.handedOver = true
+}
+
 // startForward leaves standby. With from set, it forwards from that input
 // sequence number on: what the ring holds from it is sent now, through send,
-// in arrival order; later packets numbered before it are skipped. It returns
-// the number of packets replayed.
-func (r *relay) startForward(from *uint16, send func([]byte)) int {
+// in arrival order; later packets numbered before it are skipped. A from too
+// far from the input's numbering to place (further back than seqWindow or
+// further ahead than maxDropout, the limits a hand-over also uses) is
+// ignored and counted: forwarding starts with the next packet. With adopted
+// set, adopt was called first and the first packet out is checked against
+// the adopted numbering. It returns the number of packets replayed and
+// whether from was ignored.
+func (r *relay) startForward(from *uint16, adopted bool, send func([]byte)) (int, bool) {
 	wasStandby := r.standby
 	r.standby = false
-	// Resuming is not a worker start: the offsets stay as they are, so the
-	// output continues from whatever was sent last, by us or by the peer.
-	r.handedOver = false
+	// Resuming without adopting is not a worker start: the offsets stay as
+	// they are, so the output continues from whatever was sent last, by us
+	// or by the peer.
+	r.handedOver = adopted
 	if from == nil {
 		r.ring.reset()
 		r.startArmed = false
-		return 0
+		return 0, false
 	}
 	start, ok := r.seq.ExtOf(*from)
 	if !ok {
 		// Nothing received yet: nothing to compare with, forward all.
 		r.startArmed = false
-		return 0
+		return 0, false
+	}
+	if hi, _ := r.seq.Highest(); !nearSeq(*from, hi) {
+		r.c.FromIgnored++
+		r.ring.reset()
+		r.startArmed = false
+		return 0, true
 	}
 	replayed := 0
 	next := start
@@ -379,7 +408,15 @@ func (r *relay) startForward(from *uint16, send func([]byte)) int {
 		r.ring.reset()
 	}
 	r.startAt, r.startArmed = next, true
-	return replayed
+	return replayed, false
+}
+
+// nearSeq reports whether seq belongs to the numbering whose latest number
+// is ref: no further back than a late packet is recognised, no further ahead
+// than loss is told from a new numbering.
+func nearSeq(seq, ref uint16) bool {
+	d := int(int16(seq - ref))
+	return d > -seqWindow && d <= maxDropout
 }
 
 // relayState is a snapshot of a relay for a report.
@@ -449,6 +486,15 @@ type replaySlot struct {
 const maxRingPackets = 12500
 
 func (q *replayRing) reset() { q.head, q.n = 0, 0 }
+
+// bounds returns the input sequence numbers of the oldest and newest packets
+// held, by arrival, and how many are held.
+func (q *replayRing) bounds() (first, last uint16, n int) {
+	if q.n == 0 {
+		return 0, 0, 0
+	}
+	return uint16(q.slots[q.head].ext), uint16(q.slots[(q.head+q.n-1)%len(q.slots)].ext), q.n
+}
 
 func (q *replayRing) push(b []byte, ext uint64, now time.Duration) {
 	if q.keep <= 0 {

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"fmt"
 	"net"
 	"syscall"
 	"unsafe"
@@ -65,4 +66,26 @@ func setReceiveBuffer(c *net.UDPConn, size int) int {
 		got, _ = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF)
 	})
 	return got
+}
+
+// setFreeBind lets a socket bind an address the machine does not have (yet).
+func setFreeBind(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if network == "udp6" {
+			// An IPv6 socket may carry IPv4 too; kernels before 4.15 know
+			// only IP_FREEBIND, which covers both.
+			if serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_FREEBIND, 1); serr == nil {
+				return
+			}
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_FREEBIND, 1)
+	})
+	if err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("setting IP_FREEBIND: %w", serr)
+	}
+	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"appliance/internal/clock"
 )
 
 // StreamStatus is one stream as the API shows it. The JSON names are a contract.
@@ -89,6 +91,7 @@ type stream struct {
 	pps      float64
 
 	view atomic.Pointer[streamView]
+	prog progressCell // for ProgressOf; written by its worker's connection (start, progress) only
 }
 
 type outCount struct{ packets, errors uint64 }
@@ -125,7 +128,34 @@ func (st *stream) assign(pid int, reportInterval, now time.Duration) Continuity 
 	st.up, st.reported, st.pid = true, false, pid
 	st.starts++
 	st.publishLocked(now)
+	// Until the new worker's first progress, the pair sees what the
+	// parent kept: the numbering carries on, nothing forwarded yet.
+	pe := progressEntry{SID: st.sid, ContAge: -1, InAge: -1}
+	if st.standby.Load() {
+		pe.Flags |= progStandby
+	}
+	if st.cont.Valid {
+		pc := peerContinuity(st.cont, clock.Mono())
+		pe.Flags |= progContValid
+		pe.InSSRC, pe.LastInSeq, pe.SeqOffset, pe.TSOffset, pe.LastOutSeq, pe.LastOutTS =
+			pc.InSSRC, pc.LastInSeq, pc.SeqOffset, pc.TSOffset, pc.LastOutSeq, pc.LastOutTS
+		if st.cont.At != 0 {
+			pe.ContAge = pc.Age
+		}
+	}
+	if st.haveIn {
+		pe.InAge = max(now-st.lastIn, 0)
+	}
+	st.prog.store(&pe, now)
 	return cont
+}
+
+// setCont makes c the stream's continuity, the one its next worker starts
+// from: what it adopted from the peer unit.
+func (st *stream) setCont(c Continuity) {
+	st.mu.Lock()
+	st.cont = c
+	st.mu.Unlock()
 }
 
 // exited folds a dead worker's last counters into the totals.

@@ -65,8 +65,19 @@ type workerProc struct {
 	wmu sync.Mutex // serializes writes on ctrl
 	fw  frameWriter
 
-	mu      sync.Mutex // guards streams (not the streams' own state)
+	mu      sync.Mutex // guards streams and list (not the streams' own state)
 	streams map[uint32]*wstream
+	list    []*wstream // the same streams, to walk without allocating
+
+	// passMu makes each pass over the streams (a report or a progress
+	// frame) and the writing of its frame one step, and a role change and
+	// its acknowledgement another: so a frame that saw a stream before a
+	// role change reaches the parent before the change's acknowledgement,
+	// never after it.
+	passMu   sync.Mutex
+	rep      reportEncoder
+	prog     progressEncoder
+	progList []*wstream
 }
 
 func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
@@ -101,7 +112,8 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 
 	tick := time.NewTicker(time.Duration(w.hello.ReportIntervalNs))
 	defer tick.Stop()
-	var rep reportEncoder
+	prog := time.NewTicker(time.Duration(w.hello.ProgressIntervalNs))
+	defer prog.Stop()
 	var seq uint64
 	for {
 		select {
@@ -111,7 +123,7 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 			// in case the parent is not reading.
 			_ = w.ctrl.SetWriteDeadline(time.Now().Add(2 * time.Second))
 			seq++
-			_ = w.report(&rep, seq)
+			_ = w.report(seq)
 			select {
 			case err := <-ctlErr:
 				return err
@@ -120,8 +132,12 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 			}
 		case <-tick.C:
 			seq++
-			if err := w.report(&rep, seq); err != nil {
+			if err := w.report(seq); err != nil {
 				return fmt.Errorf("worker: report: %w", err)
+			}
+		case <-prog.C:
+			if err := w.progress(); err != nil {
+				return fmt.Errorf("worker: progress: %w", err)
 			}
 		}
 	}
@@ -182,7 +198,20 @@ func (w *workerProc) control() error {
 			if err := json.Unmarshal(body, &m); err != nil {
 				return fmt.Errorf("worker: role: %w", err)
 			}
-			ack = w.role(m)
+			// The progress the change made goes just before its
+			// acknowledgement: once the parent has the answer, ProgressOf
+			// shows the new role.
+			w.passMu.Lock()
+			ack = w.roles(m)
+			err := w.sendProgressLocked()
+			if err == nil {
+				err = w.send(msgAck, ack, nil)
+			}
+			w.passMu.Unlock()
+			if err != nil {
+				return fmt.Errorf("worker: acknowledging: %w", err)
+			}
+			continue
 		default:
 			return fmt.Errorf("worker: unexpected message type %q", typ)
 		}
@@ -230,6 +259,7 @@ func (w *workerProc) add(as addStream, fd int) error {
 	}
 	w.mu.Lock()
 	w.streams[as.SID] = s
+	w.list = append(w.list, s)
 	w.mu.Unlock()
 	go s.run()
 	return nil
@@ -264,37 +294,61 @@ func (w *workerProc) remove(sid uint32) {
 	w.mu.Lock()
 	s := w.streams[sid]
 	delete(w.streams, sid)
+	if i := slices.Index(w.list, s); s != nil && i >= 0 {
+		w.list = slices.Delete(w.list, i, i+1)
+	}
 	w.mu.Unlock()
 	if s != nil {
 		s.close()
 	}
 }
 
-func (w *workerProc) role(m roleMsg) ackMsg {
+// roles applies a role message, stream by stream.
+func (w *workerProc) roles(m roleMsg) ackMsg {
 	ack := ackMsg{ID: m.ID}
-	s := w.stream(m.SID)
+	for _, c := range m.Changes {
+		ra, err := w.role(c)
+		if err != nil {
+			ack.Errors = append(ack.Errors, streamError{SID: c.SID, Error: err.Error()})
+			continue
+		}
+		ack.Roles = append(ack.Roles, ra)
+	}
+	return ack
+}
+
+func (w *workerProc) role(c roleChange) (roleAck, error) {
+	ra := roleAck{SID: c.SID}
+	s := w.stream(c.SID)
 	if s == nil {
-		ack.Errors = []streamError{{SID: m.SID, Error: fmt.Sprintf("stream id %d is not here", m.SID)}}
-		return ack
+		return ra, fmt.Errorf("stream id %d is not here", c.SID)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	switch m.Role {
+	s.progDirty = true
+	switch c.Role {
 	case RoleStandby:
+		if c.FromSeq != nil || c.Continuity != nil {
+			return ra, errors.New("a starting sequence number or a continuity goes with role forward only")
+		}
 		if seq, ok := s.r.setStandby(time.Duration(w.hello.StandbyRingNs)); ok {
-			ack.LastForwarded = &seq
+			ra.LastForwarded = &seq
 		}
 	case RoleForward:
 		if s.r.haveFwd {
 			seq := s.r.lastFwd
-			ack.LastForwarded = &seq
+			ra.LastForwarded = &seq
 		}
 		now := clock.Mono()
-		ack.Replayed = s.r.startForward(m.FromSeq, func(b []byte) { s.sendLocked(b, now) })
+		adopted := c.Continuity != nil && c.Continuity.Valid
+		if adopted {
+			s.r.adopt(c.Continuity.continuity(now))
+		}
+		ra.Replayed, ra.FromIgnored = s.r.startForward(c.FromSeq, adopted, func(b []byte) { s.sendLocked(b, now) })
 	default:
-		ack.Errors = []streamError{{SID: m.SID, Error: fmt.Sprintf("role %q: want forward or standby", m.Role)}}
+		return ra, fmt.Errorf("role %q: want forward or standby", c.Role)
 	}
-	return ack
+	return ra, nil
 }
 
 func (w *workerProc) closeAll() {
@@ -309,8 +363,28 @@ func (w *workerProc) closeAll() {
 	}
 }
 
+// progress sends a progress frame, if any stream's progress changed.
+func (w *workerProc) progress() error {
+	w.passMu.Lock()
+	defer w.passMu.Unlock()
+	return w.sendProgressLocked()
+}
+
+func (w *workerProc) sendProgressLocked() error {
+	frame := w.progressFrame(clock.Mono())
+	if frame == nil {
+		return nil
+	}
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return w.fw.raw(frame, nil)
+}
+
 // report sends one report frame. Down outputs are retried on the same beat.
-func (w *workerProc) report(e *reportEncoder, seq uint64) error {
+func (w *workerProc) report(seq uint64) error {
+	w.passMu.Lock()
+	defer w.passMu.Unlock()
+	e := &w.rep
 	w.mu.Lock()
 	all := make([]*wstream, 0, len(w.streams))
 	for _, s := range w.streams {
@@ -362,6 +436,11 @@ type wstream struct {
 	mu   sync.Mutex
 	r    *relay
 	outs []*output
+	// What the last progress frame said of the stream (see progressFrame).
+	progLast  progState
+	progSent  bool   // progLast was sent
+	progDirty bool   // a role change: look again even without a packet
+	progIn    uint64 // packets in when last looked at
 }
 
 func openWorkerStream(as addStream, fd int, ring time.Duration) (*wstream, error) {
@@ -380,7 +459,7 @@ func openWorkerStream(as addStream, fd int, ring time.Duration) (*wstream, error
 		return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
 	}
 	s := &wstream{sid: as.SID, name: as.Name, in: in, buf: make([]byte, readBufSize), done: make(chan struct{}),
-		r: newRelay(as.ClockRate, as.RewriteSSRC, as.Continuity)}
+		r: newRelay(as.ClockRate, as.RewriteSSRC, as.Continuity), progDirty: true}
 	s.rd, err = newDatagramReader(in, s.buf)
 	if err != nil {
 		in.Close()

@@ -15,7 +15,7 @@ import (
 // with its address.
 func udpIn(t *testing.T) (*os.File, netip.AddrPort) {
 	t.Helper()
-	f, err := bindInput(netip.MustParseAddrPort("127.0.0.1:0"))
+	f, err := bindInput(netip.MustParseAddrPort("127.0.0.1:0"), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestWorkerRefusesBadStreams(t *testing.T) {
 	good, _ := udpIn(t)
 	s := newSink(t)
 	tw.add(4, good, []netip.AddrPort{s.addr}, nil, RoleForward)
-	ack = tw.request(msgRole, roleMsg{ID: tw.nextID(), SID: 99, Role: RoleStandby}, nil)
+	ack = tw.request(msgRole, roleMsg{ID: tw.nextID(), Changes: []roleChange{{SID: 99, Role: RoleStandby}}}, nil)
 	if len(ack.Errors) != 1 {
 		t.Fatalf("a role for a stream that is not there: %+v", ack)
 	}
@@ -186,7 +186,7 @@ func TestStandbyThenForwardFrom(t *testing.T) {
 	snd.send(t, 20)
 	first := out.take(t, 20)
 
-	ack := tw.request(msgRole, roleMsg{ID: tw.nextID(), SID: 1, Role: RoleStandby}, nil)
+	ack := tw.role(1, RoleStandby, nil, nil)
 	if ack.LastForwarded == nil || *ack.LastForwarded != 1019 {
 		t.Fatalf("standby answered %+v; want last forwarded 1019", ack)
 	}
@@ -203,8 +203,8 @@ func TestStandbyThenForwardFrom(t *testing.T) {
 	}
 
 	from := *ack.LastForwarded + 1
-	ack = tw.request(msgRole, roleMsg{ID: tw.nextID(), SID: 1, Role: RoleForward, FromSeq: &from}, nil)
-	if ack.Replayed != 30 || len(ack.Errors) > 0 {
+	ack = tw.role(1, RoleForward, &from, nil)
+	if ack.Replayed != 30 {
 		t.Fatalf("forward from %d answered %+v; want 30 replayed", from, ack)
 	}
 	snd.send(t, 10)
@@ -235,7 +235,7 @@ func TestForwardFromSkipsWhatWasSent(t *testing.T) {
 	snd.send(t, 10) // 1000..1009, kept
 	testutil.Eventually(t, 5*time.Second, "the ring to fill", func() bool { return tw.stream(1).Ring == 10 })
 	from := uint16(1015) // the peer forwarded up to 1014
-	ack := tw.request(msgRole, roleMsg{ID: tw.nextID(), SID: 1, Role: RoleForward, FromSeq: &from}, nil)
+	ack := tw.role(1, RoleForward, &from, nil)
 	if ack.Replayed != 0 {
 		t.Fatalf("replayed %d, want 0", ack.Replayed)
 	}
