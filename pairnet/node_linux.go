@@ -473,7 +473,7 @@ func (n *Node) Send(path int, m failover.Message) {
 func (n *Node) sendPath(i int, m *failover.Message, now time.Duration) {
 	p := n.paths[i]
 	all := m.Entries
-	defer func() { m.Entries = all }()
+	defer func(e []failover.Entry) { m.Entries = e }(all)
 	m.Path = uint8(i)
 	t := timing{sent: uint64(now)}
 	if p.peerSent != 0 {
