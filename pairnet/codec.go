@@ -175,19 +175,9 @@ func appendPair(b []byte, m *failover.Message, t timing) []byte {
 }
 
 func appendEntry(b []byte, e *failover.Entry) []byte {
-	var f byte
-	for _, bit := range [...]struct {
-		on   bool
-		mask byte
-	}{
-		{e.Forwarding, efForwarding}, {e.Ready, efReady}, {e.HasStart, efHasStart},
-		{e.HasProgress, efHasProgress}, {e.HasRing, efHasRing}, {e.Prepare, efPrepare},
-		{e.Cont.Valid, efContValid},
-	} {
-		if bit.on {
-			f |= bit.mask
-		}
-	}
+	f := bit(e.Forwarding, efForwarding) | bit(e.Ready, efReady) | bit(e.HasStart, efHasStart) |
+		bit(e.HasProgress, efHasProgress) | bit(e.HasRing, efHasRing) | bit(e.Prepare, efPrepare) |
+		bit(e.Cont.Valid, efContValid)
 	b = binary.BigEndian.AppendUint16(b, e.Index)
 	b = binary.BigEndian.AppendUint32(b, e.Epoch)
 	b = append(b, f)
@@ -203,6 +193,13 @@ func appendEntry(b []byte, e *failover.Entry) []byte {
 	b = binary.BigEndian.AppendUint32(b, e.Cont.LastOutTS)
 	b = binary.BigEndian.AppendUint32(b, ageMicros(e.Cont.Age))
 	return append(b, 0)
+}
+
+func bit(on bool, mask byte) byte {
+	if on {
+		return mask
+	}
+	return 0
 }
 
 // ageMicros is the wire form of an age: microseconds, saturating, never
@@ -250,24 +247,23 @@ func decodePair(body []byte, m *failover.Message, t *timing) error {
 	if cap(entries) < failover.MaxEntries {
 		entries = make([]failover.Entry, 0, failover.MaxEntries)
 	}
-	for i := range n {
-		e, ok := decodeEntry(body[pairFixedLen+i*entryLen:][:entryLen])
-		if !ok {
+	entries = entries[:n]
+	for i := range entries {
+		if !decodeEntry(&entries[i], body[pairFixedLen+i*entryLen:][:entryLen]) {
 			m.Entries = entries[:0]
 			return ErrGarbage
 		}
-		entries = append(entries, e)
 	}
 	m.Entries = entries
 	return nil
 }
 
-func decodeEntry(b []byte) (failover.Entry, bool) {
+func decodeEntry(e *failover.Entry, b []byte) bool {
 	f := b[6]
 	if f&^efKnown != 0 || b[39] != 0 {
-		return failover.Entry{}, false
+		return false
 	}
-	return failover.Entry{
+	*e = failover.Entry{
 		Index:       binary.BigEndian.Uint16(b[0:2]),
 		Epoch:       binary.BigEndian.Uint32(b[2:6]),
 		Forwarding:  f&efForwarding != 0,
@@ -290,7 +286,8 @@ func decodeEntry(b []byte) (failover.Entry, bool) {
 			LastOutTS:  binary.BigEndian.Uint32(b[31:35]),
 			Age:        time.Duration(binary.BigEndian.Uint32(b[35:39])) * time.Microsecond,
 		},
-	}, true
+	}
+	return true
 }
 
 // WitnessRequest is what a unit asks the witness every heartbeat interval
