@@ -48,6 +48,7 @@ func ServeWitness(ctx context.Context, addr netip.AddrPort, key []byte, logic Wi
 		return err
 	}
 	log.Info("witness listening", "addr", conn.LocalAddr().String())
+	defer func() { log.Info("witness stopped", "refused", w.refusals) }()
 	buf := make([]byte, maxDatagram+1)
 	out := make([]byte, 0, maxDatagram)
 	for {
