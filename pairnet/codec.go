@@ -178,21 +178,25 @@ func appendEntry(b []byte, e *failover.Entry) []byte {
 	f := bit(e.Forwarding, efForwarding) | bit(e.Ready, efReady) | bit(e.HasStart, efHasStart) |
 		bit(e.HasProgress, efHasProgress) | bit(e.HasRing, efHasRing) | bit(e.Prepare, efPrepare) |
 		bit(e.Cont.Valid, efContValid)
-	b = binary.BigEndian.AppendUint16(b, e.Index)
-	b = binary.BigEndian.AppendUint32(b, e.Epoch)
-	b = append(b, f)
-	b = binary.BigEndian.AppendUint16(b, e.Start)
-	b = binary.BigEndian.AppendUint16(b, e.Progress)
-	b = binary.BigEndian.AppendUint16(b, e.RingFirst)
-	b = binary.BigEndian.AppendUint32(b, e.BitrateKbps)
-	b = binary.BigEndian.AppendUint32(b, e.Cont.InSSRC)
-	b = binary.BigEndian.AppendUint16(b, e.Cont.LastInSeq)
-	b = binary.BigEndian.AppendUint16(b, e.Cont.SeqOffset)
-	b = binary.BigEndian.AppendUint32(b, e.Cont.TSOffset)
-	b = binary.BigEndian.AppendUint16(b, e.Cont.LastOutSeq)
-	b = binary.BigEndian.AppendUint32(b, e.Cont.LastOutTS)
-	b = binary.BigEndian.AppendUint32(b, ageMicros(e.Cont.Age))
-	return append(b, 0)
+	b = append(b, make([]byte, entryLen)...)
+	w := b[len(b)-entryLen:]
+	be := binary.BigEndian
+	be.PutUint16(w[0:2], e.Index)
+	be.PutUint32(w[2:6], e.Epoch)
+	w[6] = f
+	be.PutUint16(w[7:9], e.Start)
+	be.PutUint16(w[9:11], e.Progress)
+	be.PutUint16(w[11:13], e.RingFirst)
+	be.PutUint32(w[13:17], e.BitrateKbps)
+	be.PutUint32(w[17:21], e.Cont.InSSRC)
+	be.PutUint16(w[21:23], e.Cont.LastInSeq)
+	be.PutUint16(w[23:25], e.Cont.SeqOffset)
+	be.PutUint32(w[25:29], e.Cont.TSOffset)
+	be.PutUint16(w[29:31], e.Cont.LastOutSeq)
+	be.PutUint32(w[31:35], e.Cont.LastOutTS)
+	be.PutUint32(w[35:39], ageMicros(e.Cont.Age))
+	// w[39], reserved, is zero.
+	return b
 }
 
 func bit(on bool, mask byte) byte {
