@@ -45,9 +45,9 @@ type StreamResult struct {
 	// decoder sees on top of lost packets.
 	Discontinuities int
 	SSRCChanges     int
-	// TwoForwarderS counts the whole seconds (from Window.From) in which
-	// packets came from more than one unit.
-	TwoForwarderS int
+	// TwoForwarders is how long two units forwarded at once: the overlap
+	// of the spans in which each sent steadily.
+	TwoForwarders time.Duration
 	Senders       []netip.Addr // every unit that sent, in order of first packet
 }
 
@@ -72,7 +72,8 @@ func Analyze(log []Arrival, w Window) StreamResult {
 	}
 	var prevOff offsets
 	var prevSSRC uint32
-	buckets := map[int64]map[netip.Addr]bool{}
+	spans := map[netip.Addr][]span{}
+	steadyGap := max(100*time.Millisecond, 5*packetInterval(w))
 	for i, a := range in {
 		seen[a.Counter]++
 		if seen[a.Counter] > 1 {
@@ -98,11 +99,12 @@ func Analyze(log []Arrival, w Window) StreamResult {
 		if w.Owner.IsValid() && r.Detection < 0 && a.At >= w.Fault && a.From != w.Owner {
 			r.Detection = a.At - w.Fault
 		}
-		sec := int64((a.At - w.From) / time.Second)
-		if buckets[sec] == nil {
-			buckets[sec] = map[netip.Addr]bool{}
+		ss := spans[a.From]
+		if n := len(ss); n > 0 && a.At-ss[n-1].to <= steadyGap {
+			ss[n-1].to = a.At
+		} else {
+			spans[a.From] = append(ss, span{a.At, a.At})
 		}
-		buckets[sec][a.From] = true
 	}
 	if g := w.To - last; w.To > last && g > r.Gap {
 		r.Gap = g
@@ -110,12 +112,35 @@ func Analyze(log []Arrival, w Window) StreamResult {
 	if n := w.EndCounter - w.FirstCounter; w.EndCounter > w.FirstCounter {
 		r.Lost = int(n) - len(seen)
 	}
-	for _, b := range buckets {
-		if len(b) > 1 {
-			r.TwoForwarderS++
+	for i, x := range r.Senders {
+		for _, y := range r.Senders[i+1:] {
+			r.TwoForwarders += overlap(spans[x], spans[y])
 		}
 	}
 	return r
+}
+
+// span is a time in which one unit sent without a pause.
+type span struct{ from, to time.Duration }
+
+func overlap(xs, ys []span) time.Duration {
+	var d time.Duration
+	for _, x := range xs {
+		for _, y := range ys {
+			if o := min(x.to, y.to) - max(x.from, y.from); o > 0 {
+				d += o
+			}
+		}
+	}
+	return d
+}
+
+// packetInterval is the time between the source's packets in w.
+func packetInterval(w Window) time.Duration {
+	if w.EndCounter <= w.FirstCounter || w.To <= w.From {
+		return 0
+	}
+	return (w.To - w.From) / time.Duration(w.EndCounter-w.FirstCounter)
 }
 
 func cmpDur(a, b time.Duration) int {

@@ -51,7 +51,9 @@ func ParseArgs(args []string, stderr io.Writer) (opts Options, asJSON bool, err 
 		return bad("--streams, --runs and --pps must be at least 1")
 	}
 	if _, err := opts.fill(); err != nil {
-		return bad("%v", err)
+		err = fmt.Errorf("%w: %w", ErrOptions, err)
+		fmt.Fprintln(stderr, "appliance lab:", err)
+		return opts, false, err
 	}
 	return opts, asJSON, nil
 }

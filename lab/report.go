@@ -24,7 +24,7 @@ type Row struct {
 	Duplicates      int     `json:"duplicates"`
 	Discontinuities int     `json:"discontinuities"`
 	SSRCChanges     int     `json:"ssrc_changes"`
-	TwoForwarderS   int     `json:"two_forwarder_s"`
+	TwoForwarderS   float64 `json:"two_forwarder_s"` // how long two units forwarded the same stream at once
 	Pass            bool    `json:"pass"`
 	Why             string  `json:"why,omitempty"` // why it failed
 	Criteria        string  `json:"criteria"`
@@ -40,7 +40,7 @@ func worst(t *trial) StreamResult {
 		w.Dups = max(w.Dups, r.Dups)
 		w.Discontinuities = max(w.Discontinuities, r.Discontinuities)
 		w.SSRCChanges = max(w.SSRCChanges, r.SSRCChanges)
-		w.TwoForwarderS = max(w.TwoForwarderS, r.TwoForwarderS)
+		w.TwoForwarders = max(w.TwoForwarders, r.TwoForwarders)
 	}
 	return w
 }
@@ -48,8 +48,8 @@ func worst(t *trial) StreamResult {
 // summarize makes a scenario's row from its runs and judges it.
 func summarize(sc Scenario, mode string, streams int, runs []*trial) Row {
 	row := Row{Scenario: sc.Name, Mode: mode, Runs: len(runs), Streams: streams, Criteria: sc.Criteria, DetectionMs: -1}
-	var det, gap []time.Duration
-	var lost, dups, disc, ssrc, two []int
+	var det, gap, two []time.Duration
+	var lost, dups, disc, ssrc []int
 	for _, t := range runs {
 		w := worst(t)
 		if w.Detection >= 0 {
@@ -57,14 +57,14 @@ func summarize(sc Scenario, mode string, streams int, runs []*trial) Row {
 		}
 		gap = append(gap, w.Gap)
 		lost, dups, disc = append(lost, w.Lost), append(dups, w.Dups), append(disc, w.Discontinuities)
-		ssrc, two = append(ssrc, w.SSRCChanges), append(two, w.TwoForwarderS)
+		ssrc, two = append(ssrc, w.SSRCChanges), append(two, w.TwoForwarders)
 	}
 	if len(det) > 0 {
 		row.DetectionMs = ms(medianDur(det))
 	}
 	row.GapMs = ms(medianDur(gap))
 	row.Lost, row.Duplicates, row.Discontinuities = medianInt(lost), medianInt(dups), medianInt(disc)
-	row.SSRCChanges, row.TwoForwarderS = medianInt(ssrc), medianInt(two)
+	row.SSRCChanges, row.TwoForwarderS = medianInt(ssrc), medianDur(two).Seconds()
 	row.Why = failed(runs)
 	for _, c := range sc.checks {
 		if row.Why != "" {
@@ -120,7 +120,7 @@ func PrintTable(w io.Writer, rows []Row) error {
 		if !r.Pass {
 			result = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Scenario, r.Mode, r.Runs, r.Streams, det, r.GapMs,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.1f\t%d\t%d\t%d\t%d\t%.1f\t%s\n", r.Scenario, r.Mode, r.Runs, r.Streams, det, r.GapMs,
 			r.Lost, r.Duplicates, r.Discontinuities, r.SSRCChanges, r.TwoForwarderS, result)
 	}
 	if err := tw.Flush(); err != nil {

@@ -57,7 +57,7 @@ func Scenarios() []Scenario {
 		{Name: "pair-link-cut", Pair: true, Criteria: "no witness: both units may forward until the cut heals; the row counts those seconds",
 			inject: injectPairCut},
 		{Name: "pair-link-cut-witness", Pair: true, Witness: true, Criteria: "with a witness: never two forwarders",
-			inject: injectPairCut, checks: []check{zero("seconds with two forwarders", twoOf)}},
+			inject: injectPairCut, checks: []check{zero("ms with two forwarders", twoOf)}},
 		{Name: "return", Pair: true, Criteria: "A loses power, then starts again and rejoins: 0 lost",
 			inject: injectReturn, checks: []check{zero("lost", lostOf)}},
 		{Name: "crash-loop", Pair: true, Criteria: "A's worker killed until the media supervisor gives up: the stream moves to B",
@@ -88,7 +88,7 @@ func lostOf(r StreamResult) int { return r.Lost }
 func dupsOf(r StreamResult) int { return r.Dups }
 func ssrcOf(r StreamResult) int { return r.SSRCChanges }
 func discOf(r StreamResult) int { return r.Discontinuities }
-func twoOf(r StreamResult) int  { return r.TwoForwarderS }
+func twoOf(r StreamResult) int  { return int(r.TwoForwarders / time.Millisecond) }
 
 // failed says why a run did not complete as the scenario expects.
 func failed(runs []*trial) string {
