@@ -173,8 +173,12 @@ func runScenario(ctx context.Context, r *rig, sc Scenario, mode string, progress
 			return Row{}, fmt.Errorf("run %d: %w", i+1, err)
 		}
 		w := worst(t)
-		fmt.Fprintf(progress, "  %s (%s) run %d: detection %v, gap %v, lost %d, duplicates %d\n", sc.Name, mode, i+1,
-			w.Detection.Round(time.Microsecond), w.Gap.Round(time.Microsecond), w.Lost, w.Dups)
+		det := "-"
+		if w.Detection >= 0 {
+			det = w.Detection.Round(time.Microsecond).String()
+		}
+		fmt.Fprintf(progress, "  %s (%s) run %d: detection %s, gap %v, lost %d, duplicates %d\n", sc.Name, mode, i+1,
+			det, w.Gap.Round(time.Microsecond), w.Lost, w.Dups)
 		runs = append(runs, t)
 	}
 	return summarize(sc, mode, r.opts.Streams, runs), nil

@@ -90,16 +90,15 @@ func (r *rig) startTraffic() error {
 	return nil
 }
 
-// aim points every source at the units of a mode. A source's Conn is only
-// written by the sender, and To is swapped while the units are down, so no
-// packet of a measurement goes out half re-aimed.
+// aim points every source at the units of a mode. It is called while the
+// units are down, so no measured packet goes out half re-aimed.
 func (r *rig) aim(mode string) {
 	for i, s := range r.sources {
 		switch mode {
 		case Dual:
-			s.To = []netip.AddrPort{r.a.spec.inputOf(i), r.b.spec.inputOf(i)}
+			s.SetTo(r.a.spec.inputOf(i), r.b.spec.inputOf(i))
 		default:
-			s.To = []netip.AddrPort{r.a.spec.inputOf(i)}
+			s.SetTo(r.a.spec.inputOf(i))
 		}
 	}
 }

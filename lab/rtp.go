@@ -75,14 +75,18 @@ func putPacket(buf []byte, ssrc uint32, seq uint16, ts uint32, counter uint64, s
 // packet, identical, to both units; in vip mode to the stream's address.
 type Source struct {
 	SSRC uint32
-	To   []netip.AddrPort
 	Conn *net.UDPConn // created in the client namespace
+
+	to atomic.Pointer[[]netip.AddrPort]
 
 	seq0 uint16
 	ts0  uint32
 	sent atomic.Uint64
 	errs atomic.Uint64
 }
+
+// SetTo says where the source sends from its next packet on.
+func (s *Source) SetTo(to ...netip.AddrPort) { s.to.Store(&to) }
 
 // Sent is how many packets (counters) the source has sent so far: the next
 // packet carries this counter.
@@ -143,7 +147,11 @@ func (s *Sender) pace(ctx context.Context, shard []*Source) {
 			// and the receiver sees the lateness as a burst, not as loss.
 			for n := src.sent.Load(); n <= due; n = src.sent.Load() {
 				putPacket(buf, src.SSRC, src.seq0+uint16(n), src.ts0+uint32(n)*tsStep, n, now)
-				for _, to := range src.To {
+				var to []netip.AddrPort
+				if p := src.to.Load(); p != nil {
+					to = *p
+				}
+				for _, to := range to {
 					if _, err := src.Conn.WriteToUDPAddrPort(buf, to); err != nil {
 						src.errs.Add(1)
 					}
