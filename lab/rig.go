@@ -201,14 +201,19 @@ func (r *rig) settled(o ownership) bool {
 }
 
 func (r *rig) waitReady(ctx context.Context) error {
+	var exited *unit
 	err := poll(ctx, r.opts.ReadyTimeout, "both units up and every stream owned by exactly one unit", func(ctx context.Context) bool {
 		for _, u := range r.units() {
 			if !u.running() {
-				return false
+				exited = u // a unit that refused its config: no use waiting
+				return true
 			}
 		}
 		return r.settled(r.ownership(ctx))
 	})
+	if err == nil && exited != nil {
+		err = fmt.Errorf("%s exited while starting", exited.spec.Name)
+	}
 	if err != nil {
 		return r.withLogs(err)
 	}
