@@ -36,6 +36,9 @@ type unitSpec struct {
 
 func streamName(i int) string { return fmt.Sprintf("s%03d", i) }
 
+// vipRange holds every stream's virtual IP (up to 1,000 streams).
+var vipRange = netip.MustParsePrefix("198.18.100.0/22")
+
 // vipOf is stream i's virtual IP: 198.18.100.0 upwards, one per stream.
 func vipOf(i int) netip.Addr {
 	b := netip.MustParseAddr("198.18.100.0").As4()

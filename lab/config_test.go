@@ -112,7 +112,7 @@ type pairDoc struct {
 func TestVIPs(t *testing.T) {
 	t.Parallel()
 	for i, want := range map[int]string{0: "198.18.100.0", 255: "198.18.100.255", 256: "198.18.101.0", 999: "198.18.103.231"} {
-		if got := vipOf(i).String(); got != want {
+		if got := vipOf(i).String(); got != want || !vipRange.Contains(vipOf(i)) {
 			t.Errorf("vip %d: %s, want %s", i, got, want)
 		}
 	}

@@ -131,7 +131,9 @@ func (r *rig) reset(ctx context.Context, mode string, witness bool) error {
 		u.spec.Mode, u.spec.Streams, u.spec.Witness = mode, r.opts.Streams, witness
 		// A unit's address can be left on the other from a vip takeover
 		// killed midway; a fresh start owns none.
-		r.dropVIPs(u)
+		if err := r.dropVIPs(u); err != nil {
+			return err
+		}
 		if err := u.prepare(r.key); err != nil {
 			return err
 		}
@@ -151,10 +153,8 @@ func (r *rig) reset(ctx context.Context, mode string, witness bool) error {
 }
 
 // dropVIPs removes every stream address from a unit's eth0.
-func (r *rig) dropVIPs(u *unit) {
-	for i := 0; i < r.opts.Streams; i++ {
-		_ = exec.Command("ip", "-n", u.ns, "addr", "del", vipOf(i).String()+"/16", "dev", "eth0").Run()
-	}
+func (r *rig) dropVIPs(u *unit) error {
+	return ip("-n", u.ns, "addr", "flush", "dev", "eth0", "to", vipRange.String())
 }
 
 // ownership is who forwards each stream, as the units' APIs say.
@@ -179,8 +179,8 @@ func (r *rig) ownership(ctx context.Context) ownership {
 			if s.forwarding() {
 				o.owner[s.Name] = append(o.owner[s.Name], u)
 			}
-			if s.Epoch != nil {
-				o.epochs[s.Name] = append(o.epochs[s.Name], *s.Epoch)
+			if e, ok := st.epoch(s.Name); ok {
+				o.epochs[s.Name] = append(o.epochs[s.Name], e)
 			}
 		}
 	}

@@ -123,6 +123,18 @@ func TestTopology(t *testing.T) {
 			conn.Close()
 		}
 	}
+	// A virtual IP left on a unit is removed when the lab resets it.
+	if err := ip("-n", a, "addr", "add", vipOf(3).String()+"/16", "dev", "eth0"); err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{topo: topo}
+	if err := r.dropVIPs(&unit{ns: a}); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := exec.Command("ip", "-n", a, "-brief", "addr", "show", "dev", "eth0").Output(); strings.Contains(string(out), vipOf(3).String()) ||
+		!strings.Contains(string(out), AddrA.String()+"/16") {
+		t.Errorf("eth0 after dropping the VIPs: %s", out)
+	}
 	var host []byte
 	_ = inNS(c, func() (err error) { host, err = os.ReadFile("/proc/sys/net/ipv4/ip_nonlocal_bind"); return })
 	if strings.TrimSpace(string(host)) != "0" {

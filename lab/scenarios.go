@@ -321,7 +321,7 @@ func injectCrashLoop(ctx context.Context, t *trial) error {
 func injectHandover(ctx context.Context, t *trial) error {
 	names := t.ownedBy(t.rig.a)
 	for _, n := range names {
-		if err := t.rig.appliance(ctx, "handover", n, "--socket", t.rig.a.socket()); err != nil {
+		if err := t.rig.appliance(ctx, "handover", "--socket", t.rig.a.socket(), n); err != nil {
 			return err
 		}
 	}

@@ -24,6 +24,31 @@ type unitStatus struct {
 		State string `json:"state"`
 	} `json:"unit"`
 	Streams []streamStatus `json:"streams"`
+	// Pair is the pair's view, from a unit that has one. JSON names match
+	// without regard to case, so "Epoch" and "epoch" both read.
+	Pair *struct {
+		Streams []struct {
+			Name  string  `json:"name"`
+			Owner string  `json:"owner"`
+			Epoch *uint64 `json:"epoch"`
+		} `json:"streams"`
+	} `json:"pair,omitempty"`
+}
+
+// epoch is a stream's pair epoch, from the stream itself or the pair's
+// section; false from a unit that shows none.
+func (st *unitStatus) epoch(name string) (uint64, bool) {
+	if s, ok := st.stream(name); ok && s.Epoch != nil {
+		return *s.Epoch, true
+	}
+	if st.Pair != nil {
+		for _, p := range st.Pair.Streams {
+			if p.Name == name && p.Epoch != nil {
+				return *p.Epoch, true
+			}
+		}
+	}
+	return 0, false
 }
 
 type streamStatus struct {
