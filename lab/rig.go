@@ -281,6 +281,8 @@ func (r *rig) measure(ctx context.Context, inject func(ctx context.Context, t *t
 	for i := range r.sources {
 		t.owners[streamName(i)] = o.owner[streamName(i)][0].spec.Addr
 	}
+	// Record first, then read the counters: every packet numbered from
+	// there on is sent after recording started.
 	for _, rc := range r.receivers {
 		rc.Record()
 	}

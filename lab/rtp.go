@@ -88,8 +88,8 @@ type Source struct {
 // SetTo says where the source sends from its next packet on.
 func (s *Source) SetTo(to ...netip.AddrPort) { s.to.Store(&to) }
 
-// Sent is how many packets (counters) the source has sent so far: the next
-// packet carries this counter.
+// Sent is how many packets (counters) the source has sent or is sending:
+// the next packet it starts carries this counter.
 func (s *Source) Sent() uint64 { return s.sent.Load() }
 
 // SendErrors counts sends the kernel refused (no route, no neighbour yet).
@@ -146,6 +146,9 @@ func (s *Sender) pace(ctx context.Context, shard []*Source) {
 			// A late wakeup sends what is due at once, so the rate holds
 			// and the receiver sees the lateness as a burst, not as loss.
 			for n := src.sent.Load(); n <= due; n = src.sent.Load() {
+				// Counted before it leaves: whoever reads Sent() and then
+				// starts recording misses none of the packets from there on.
+				src.sent.Store(n + 1)
 				putPacket(buf, src.SSRC, src.seq0+uint16(n), src.ts0+uint32(n)*tsStep, n, now)
 				var to []netip.AddrPort
 				if p := src.to.Load(); p != nil {
@@ -156,7 +159,6 @@ func (s *Sender) pace(ctx context.Context, shard []*Source) {
 						src.errs.Add(1)
 					}
 				}
-				src.sent.Store(n + 1)
 			}
 		}
 		next := start + time.Duration(due+1)*interval
