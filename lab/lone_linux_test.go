@@ -140,3 +140,59 @@ func inNamespace(name string) []int {
 	}
 	return out
 }
+
+// TestHangStopsTheWholeUnit runs the hang fault on a unit alone: with its
+// parent and its workers stopped for hangFor, its stream goes dark for that
+// long and then resumes with the same SSRC and numbering. (A hang that
+// missed the workers, which run in process groups of their own, would show
+// no gap at all.) The CPU load of cpu-starvation starts and ends with its
+// run.
+func TestHangStopsTheWholeUnit(t *testing.T) {
+	needRoot(t)
+	bin := buildAppliance(t)
+	opts, err := Options{Binary: bin, Streams: 1, Runs: 1, StarveFor: 500 * time.Millisecond}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := BuildTopology()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { topo.Close() })
+	r, err := newRig(topo, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.close)
+
+	hang := Scenario{Name: "hang", inject: injectHang}
+	row, err := runScenario(context.Background(), r, hang, Lone, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("hang of a lone unit: %+v", row)
+	if row.GapMs < float64(hangFor.Milliseconds()) || row.GapMs > float64((hangFor+time.Second).Milliseconds()) ||
+		row.SSRCChanges != 0 || row.Discontinuities != 0 {
+		t.Errorf("hang: %+v", row)
+	}
+
+	busy := func() int {
+		n := 0
+		cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, f := range cmdlines {
+			if b, _ := os.ReadFile(f); strings.Contains(string(b), "while :; do :; done") {
+				n++
+			}
+		}
+		return n
+	}
+	starve := Scenario{Name: "cpu-starvation", inject: injectStarvation, checks: []check{expect("no takeover", func(t *trial) *bool { return t.takeover }, false), noStranger}}
+	row, err = runScenario(context.Background(), r, starve, Lone, testWriter{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cpu-starvation of a lone unit: %+v", row)
+	if !row.Pass || busy() != 0 {
+		t.Errorf("cpu-starvation: %+v, %d busy loops left", row, busy())
+	}
+}
