@@ -28,15 +28,16 @@ func cmdLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintln(stderr, "appliance lab:", err)
 		return errReported
 	}
-	print := lab.PrintTable
+	show := lab.PrintTable
 	if asJSON {
-		print = lab.PrintJSON
+		show = lab.PrintJSON
 	}
-	if perr := print(stdout, rows); perr != nil {
+	if perr := show(stdout, rows); perr != nil {
 		return perr
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "appliance lab: stopped: %v; its namespaces and units are removed\n", err)
+		// Only an interrupt ends a run that has rows: say what is left.
+		fmt.Fprintf(stderr, "appliance lab: interrupted (%v) after %d rows; its namespaces, units and files are removed\n", err, len(rows))
 		return errReported
 	}
 	if !lab.AllPass(rows) {
