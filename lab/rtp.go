@@ -82,7 +82,6 @@ type Source struct {
 	seq0 uint16
 	ts0  uint32
 	sent atomic.Uint64
-	errs atomic.Uint64
 }
 
 // SetTo says where the source sends from its next packet on.
@@ -91,9 +90,6 @@ func (s *Source) SetTo(to ...netip.AddrPort) { s.to.Store(&to) }
 // Sent is how many packets (counters) the source has sent or is sending:
 // the next packet it starts carries this counter.
 func (s *Source) Sent() uint64 { return s.sent.Load() }
-
-// SendErrors counts sends the kernel refused (no route, no neighbour yet).
-func (s *Source) SendErrors() uint64 { return s.errs.Load() }
 
 // Sender paces every source at pps packets per second. Sources are
 // stepped together by a few goroutines rather than one timer each, so 200
@@ -155,9 +151,9 @@ func (s *Sender) pace(ctx context.Context, shard []*Source) {
 					to = *p
 				}
 				for _, to := range to {
-					if _, err := src.Conn.WriteToUDPAddrPort(buf, to); err != nil {
-						src.errs.Add(1)
-					}
+					// A refused send (no neighbour for a VIP nobody holds
+					// yet) is a lost packet, which the receiver counts.
+					_, _ = src.Conn.WriteToUDPAddrPort(buf, to)
 				}
 			}
 		}
