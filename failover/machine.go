@@ -116,6 +116,7 @@ type Machine struct {
 
 type stream struct {
 	cfg      Stream
+	known    bool // SetLocal was called: until then the media's view is unknown, not bad
 	epoch    uint32
 	hasStart bool
 	start    uint16
@@ -255,7 +256,7 @@ func (m *Machine) SetUnit(now time.Duration, s UnitState, reason string) {
 // it at the next Tick.
 func (m *Machine) SetLocal(now time.Duration, i int, l Local) {
 	if i >= 0 && i < len(m.streams) {
-		m.streams[i].local = l
+		m.streams[i].local, m.streams[i].known = l, true
 	}
 }
 
@@ -570,7 +571,11 @@ func (m *Machine) fence(now time.Duration) {
 		}
 	}
 	msg := fmt.Sprintf("%s has neither a witness lease nor a peer that hears it: its streams are stopped until one returns; check the network to %s and to the witness", m.cfg.Self, m.cfg.Peer)
-	m.al.set(Fenced, "", !may && !m.starting && owned, msg)
+	fenced := false
+	for _, s := range m.streams {
+		fenced = fenced || s.phase == PhaseFenced
+	}
+	m.al.set(Fenced, "", !m.starting && (fenced || (!may && owned)), msg)
 	if m.starting {
 		return
 	}
@@ -661,6 +666,8 @@ func (m *Machine) load() (int, uint64) {
 // trigger says why an owned stream should be handed over, or "".
 func (m *Machine) trigger(now time.Duration, s *stream) (reason string, alarm bool) {
 	switch {
+	case !s.known:
+		return "", false
 	case m.health == Draining:
 		return m.cfg.Self + " is draining", true
 	case m.health == Failed:
