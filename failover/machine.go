@@ -127,15 +127,20 @@ type stream struct {
 	peerAt time.Duration // when the peer's entry arrived; 0 never
 	moved  time.Duration // when the epoch last changed
 
-	operator  bool // the operator asked for a handover
-	prepare   bool // owner, vip: the peer is asked to take the address
-	prepareAt time.Duration
-	stopAt    time.Duration
-	timedOut  bool // the vip handover went ahead without the peer's ring
-	vipHeld   bool
-	fencedAt  time.Duration
-	lastOK    bool
-	last      uint16 // the last sequence forwarded before the media stopped
+	operator    bool // the operator asked for a handover
+	prepare     bool // owner, vip: the peer is asked to take the address
+	prepareAt   time.Duration
+	progAt      Local         // owner, vip: the media's view when it asked the peer to take the address
+	ringAt      Local         // standby, vip: the ring when it took the address for the peer
+	askedAt     time.Duration // standby, vip: the last peer entry that asked for the address
+	asked       uint32        // the epoch it asked in
+	stopAt      time.Duration
+	timedOut    bool // the vip handover went ahead without the peer's ring
+	vipHeld     bool
+	fencedAt    time.Duration
+	lastOK      bool
+	unconfirmed bool   // Standby sent, Stopped not yet received
+	last        uint16 // the last sequence forwarded before the media stopped
 }
 
 // New starts a machine in state starting at now.
@@ -212,13 +217,25 @@ func (m *Machine) silent(now time.Duration) bool {
 }
 
 // mayForward: with a witness, a unit forwards only while it holds a lease
-// or its peer heard it recently; both end one heartbeat early so that the
-// media has stopped by the time the witness may grant a takeover.
+// (D − heartbeat from the request's sending) or its peer heard a message it
+// sent in the last D + heartbeat (the peer's echo comes up to two
+// heartbeats late; one more lets one echo be lost). Both end, checked each
+// heartbeat and followed by the media's stop, before the peer can take
+// over: the witness waits until the unit was unheard for D + heartbeat,
+// and the peer until it has heard nothing for D + 3 heartbeats.
 func (m *Machine) mayForward(now time.Duration) bool {
 	if !m.cfg.Witness {
 		return true
 	}
-	return now < m.leaseUntil || (m.heardBy != 0 && now < m.heardBy+m.d-m.hb)
+	return now < m.leaseUntil || (m.heardBy != 0 && now < m.heardBy+m.d+m.hb)
+}
+
+// mayTakeOver: rule 4's condition.
+func (m *Machine) mayTakeOver(now time.Duration) bool {
+	if !m.cfg.Witness {
+		return m.silent(now)
+	}
+	return m.granted && now-max(m.heard, m.listenSince, m.born) >= m.d+3*m.hb
 }
 
 func (m *Machine) state() UnitState {
@@ -343,10 +360,18 @@ func (m *Machine) adopt(now time.Duration, i int, e Entry) {
 	}
 	switch s.phase {
 	case PhaseForwarding, PhaseHandingOver:
-		m.env.Standby(i)
+		m.standby(i)
 	}
 	m.release(i)
 	s.phase = PhaseStandby
+}
+
+// standby tells the media to stop; until it confirms, the stream's entry
+// still says forwarding, so that a peer waiting to resume does not start
+// while this unit's packets still go out.
+func (m *Machine) standby(i int) {
+	m.streams[i].unconfirmed = true
+	m.env.Standby(i)
 }
 
 func (m *Machine) release(i int) {
@@ -389,6 +414,8 @@ func (m *Machine) Stopped(now time.Duration, i int, last uint16, ok bool) {
 		return
 	}
 	s := m.streams[i]
+	s.unconfirmed = false
+	m.dirty = true
 	if ok {
 		s.last, s.lastOK = last, true
 	}
@@ -401,7 +428,7 @@ func (m *Machine) Stopped(now time.Duration, i int, last uint16, ok bool) {
 
 func (m *Machine) finishHandover(now time.Duration, i int, last uint16, ok bool) {
 	s := m.streams[i]
-	if why := m.peerCannotTake(now, s); why != nil {
+	if why := m.peerCannotContinue(now, s); why != nil {
 		// The peer went away while the media stopped: keep the stream,
 		// from the packet after the last one sent.
 		var from *uint16
@@ -490,6 +517,21 @@ func (m *Machine) peerCannotTake(now time.Duration, s *stream) error {
 	return nil
 }
 
+// peerCannotContinue says why a handover under way must be called off.
+// A peer that started draining meanwhile still takes it: it holds the
+// address already, and calling off would lose what the sender sent it.
+func (m *Machine) peerCannotContinue(now time.Duration, s *stream) error {
+	switch {
+	case !m.live(now) || (m.peerState != Up && m.peerState != Draining):
+		return ErrPeerUnavailable
+	case !m.agree:
+		return ErrDisagreement
+	case !s.peer.Ready:
+		return ErrPeerNotReady
+	}
+	return nil
+}
+
 func (m *Machine) bitrate(s *stream) uint64 {
 	return uint64(max(s.local.BitrateKbps, s.peer.BitrateKbps)) * 1000
 }
@@ -523,8 +565,7 @@ func (m *Machine) update(now time.Duration) {
 		// In disagreement nothing moves: the peer's entries mean nothing here.
 		for i, s := range m.streams {
 			if s.phase == PhaseHandingOver {
-				s.prepare, s.phase = false, PhaseForwarding
-				m.dirty = true
+				m.abortHandover(i)
 			}
 			if !m.mine(s.epoch) && s.vipHeld {
 				m.release(i)
@@ -550,13 +591,25 @@ func (m *Machine) fence(now time.Duration) {
 	for i, s := range m.streams {
 		switch {
 		case !may && (s.phase == PhaseForwarding || s.phase == PhaseHandingOver):
-			m.env.Standby(i)
+			m.standby(i)
 			m.release(i)
 			s.phase, s.prepare, s.fencedAt = PhaseFenced, false, now
 			m.dirty = true
 		case may && s.phase == PhaseFenced && m.mine(s.epoch):
 			// Resuming on the peer's word alone needs the peer's entry for
 			// this stream since the fence, or a newer epoch could be missed.
+			if s.peerAt > s.fencedAt && s.peer.Forwarding && m.theirs(s.peer.Epoch) {
+				// The peer took the stream while this unit could not
+				// forward: it restarted and forgot the epochs, so its
+				// epoch is lower. It keeps the stream; this unit gives
+				// it an epoch of the peer's.
+				s.epoch, s.hasStart, s.moved, s.phase = m.nextEpoch(s, false), false, now, PhaseStandby
+				m.dirty = true
+				continue
+			}
+			if s.peerAt > s.fencedAt && s.peer.Forwarding {
+				continue // the peer's media is still stopping
+			}
 			if now < m.leaseUntil || s.peerAt > s.fencedAt {
 				var from *uint16
 				if s.lastOK {
@@ -616,7 +669,7 @@ func (m *Machine) claim(now time.Duration, live, silent bool) {
 // takeover is rule 4: a silent peer's streams, by priority, within capacity.
 func (m *Machine) takeover(now time.Duration, silent bool) {
 	var over []string
-	if silent && (!m.cfg.Witness || m.granted) {
+	if silent && m.mayTakeOver(now) {
 		nStreams, bits := m.load()
 		for _, i := range m.byRank {
 			s := m.streams[i]
@@ -700,6 +753,12 @@ func (m *Machine) step(now time.Duration, i int, live bool) {
 		// started nothing.
 		m.forward(now, i, nil, s.peer.Cont)
 	case PhaseForwarding:
+		if s.cfg.VIP && s.peerAt == now && s.peer.Prepare && s.peer.Epoch == s.epoch {
+			// The peer still holds the address from a handover this unit
+			// called off or took back: announce it again, so the sender
+			// comes back here.
+			m.env.HoldVIP(i, true)
+		}
 		reason, alarm := m.trigger(now, s)
 		if reason == "" {
 			m.al.set(CannotHandOver, s.cfg.Name, false, "")
@@ -716,19 +775,24 @@ func (m *Machine) step(now time.Duration, i int, live bool) {
 			m.al.set(CannotHandOver, s.cfg.Name, false, "")
 		}
 		if s.cfg.VIP {
-			s.phase, s.prepare, s.prepareAt = PhaseHandingOver, true, now
+			s.phase, s.prepare, s.prepareAt, s.progAt = PhaseHandingOver, true, now, s.local
 			m.dirty = true
 			return
 		}
 		m.stop(now, i)
 	case PhaseHandingOver:
-		if m.peerCannotTake(now, s) != nil || m.trigger2(now, s) {
-			s.phase, s.prepare = PhaseForwarding, false
-			m.dirty = true
+		// Once asked, the handover goes on even if its reason went away:
+		// the sender may be switching already.
+		if m.peerCannotContinue(now, s) != nil {
+			m.abortHandover(i)
 			return
 		}
 		p := s.peer
-		if s.peerAt > s.prepareAt && p.Prepare && p.HasRing && p.Epoch == s.epoch {
+		// Every packet sent before the prepare came here, so a ring that
+		// starts at or before the progress of that moment is not the one
+		// the address brought: it is left from an earlier time.
+		fresh := !s.progAt.HasProgress || int16(p.RingFirst-s.progAt.Progress) > 0
+		if s.peerAt > s.prepareAt && p.Prepare && p.HasRing && p.Epoch == s.epoch && fresh {
 			receiving := s.local.ready() && m.health != Failed
 			if !receiving || (s.local.HasProgress && seqGE(s.local.Progress, p.RingFirst-1)) {
 				m.stop(now, i)
@@ -748,16 +812,19 @@ func (m *Machine) step(now time.Duration, i int, live bool) {
 	}
 }
 
-// trigger2 says the handover's reason went away (only the operator's and
-// preemption's can: the others persist until the stream moves).
-func (m *Machine) trigger2(now time.Duration, s *stream) bool {
-	r, _ := m.trigger(now, s)
-	return r == ""
+// abortHandover keeps a vip stream whose handover cannot go on. The peer
+// may have announced the address meanwhile: the owner announces it again,
+// so the sender comes back.
+func (m *Machine) abortHandover(i int) {
+	s := m.streams[i]
+	s.phase, s.prepare = PhaseForwarding, false
+	m.env.HoldVIP(i, true)
+	m.dirty = true
 }
 
 func (m *Machine) stop(now time.Duration, i int) {
 	s := m.streams[i]
-	m.env.Standby(i)
+	m.standby(i)
 	m.release(i)
 	s.phase, s.stopAt = PhaseStopping, now
 	m.dirty = true
@@ -770,10 +837,16 @@ func (m *Machine) standbyVIP(now time.Duration, i int, live bool) {
 	if !s.cfg.VIP {
 		return
 	}
-	want := live && m.agree && m.theirs(s.epoch) && s.peer.Epoch == s.epoch && s.peer.Prepare &&
-		m.state() == Up && s.local.ready()
+	if s.peer.Prepare && s.peer.Epoch == s.epoch && s.peerAt == now {
+		s.askedAt, s.asked = now, s.epoch
+	}
+	// Messages may arrive out of order: an older one without the prepare
+	// flag does not take the address away at once.
+	want := live && m.agree && m.theirs(s.epoch) && s.asked == s.epoch && now-s.askedAt < 2*m.hb &&
+		(m.state() == Up || m.state() == Draining) && s.local.ready()
 	if want && !s.vipHeld {
 		m.hold(i)
+		s.ringAt = s.local
 		m.dirty = true
 	} else if !want && s.vipHeld {
 		m.release(i)
@@ -792,7 +865,13 @@ func (m *Machine) flush(now time.Duration) {
 func (m *Machine) entry(i int) Entry {
 	s := m.streams[i]
 	l := s.local
-	fwd := s.phase == PhaseForwarding || s.phase == PhaseHandingOver
+	fwd := s.phase == PhaseForwarding || s.phase == PhaseHandingOver || s.unconfirmed
+	standbyVIP := !m.mine(s.epoch) && s.vipHeld
+	if standbyVIP && s.ringAt.HasRing && l.RingFirst == s.ringAt.RingFirst {
+		// The ring still starts where it did before the address came: no
+		// packet has come through it yet.
+		l.HasRing = false
+	}
 	return Entry{
 		Index:       uint16(i),
 		Epoch:       s.epoch,
@@ -805,7 +884,7 @@ func (m *Machine) entry(i int) Entry {
 		HasRing:     l.HasRing,
 		RingFirst:   l.RingFirst,
 		// The owner's prepare asks for the address; the standby's says it holds it.
-		Prepare:     s.prepare || (!m.mine(s.epoch) && s.vipHeld),
+		Prepare:     s.prepare || standbyVIP,
 		BitrateKbps: l.BitrateKbps,
 		Cont:        l.Cont,
 	}

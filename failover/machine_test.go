@@ -220,6 +220,11 @@ func TestNewerEpochWinsAtOnce(t *testing.T) {
 	r.expect("standby s1")
 	r.recv(r.msg(Entry{Index: 0, Epoch: 1})) // older: ignored
 	r.expect()
+	// Until the media confirms the stop, the entry says forwarding.
+	if e := r.lastEntry(0); e.Epoch != 2 || !e.Forwarding {
+		t.Fatalf("entry %+v, want epoch 2, still forwarding", e)
+	}
+	r.m.Stopped(r.now, 0, 5, true)
 	if e := r.lastEntry(0); e.Epoch != 2 || e.Forwarding {
 		t.Fatalf("entry %+v, want epoch 2 standby", e)
 	}
@@ -386,7 +391,11 @@ func TestVIPStandbyHoldsTheAddressOnlyWhileAsked(t *testing.T) {
 	if e := r.lastEntry(0); !e.Prepare {
 		t.Fatalf("standby entry %+v: prepare echoes that it holds the address", e)
 	}
+	// Messages may come out of order: one without the flag is not enough,
+	// two heartbeats without it are.
 	r.recv(r.msg(Entry{Index: 0, Epoch: 2, Forwarding: true}))
+	r.expect()
+	r.tickHearing(2, Entry{Index: 0, Epoch: 2, Forwarding: true})
 	r.expect("vip s1 off")
 	r.recv(r.msg(Entry{Index: 0, Epoch: 2, Forwarding: true, Prepare: true}))
 	r.recv(r.msg(Entry{Index: 0, Epoch: 3, HasStart: true, Start: 9}))
@@ -499,18 +508,17 @@ func TestFencedWithoutLeaseOrPeer(t *testing.T) {
 	r := witnessRig(t, "alpha")
 	r.m.WitnessAnswer(r.now, r.now, true, false)
 	r.owning() // alpha owns s1; bravo heard alpha's tick before this one
-	// A lease runs D − heartbeat from its request: to 20 ms from now.
+	// A lease runs D − heartbeat from its request: to 20 ms from now; the
+	// peer's word, D + heartbeat from alpha's tick it heard: to 30 ms.
 	r.m.WitnessAnswer(r.now, r.now, true, false)
-	r.tick(1)
+	r.tick(2)
 	r.expect()
 	// The peer is silent and the witness stops answering.
 	r.tick(1)
-	r.expect("standby s1", "+pair.fenced")
+	r.expect("standby s1", "+pair.fenced", "+pair.witness-unreachable", "+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1")
 	if st := r.m.Status(r.now); st.Streams[0].Phase != PhaseFenced || !st.Fenced {
 		t.Fatalf("status %+v", st)
 	}
-	r.tick(1)
-	r.expect("+pair.witness-unreachable", "+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1")
 	// The witness answers again: alpha resumes, from after its last packet.
 	r.m.Stopped(r.now, 0, 99, true)
 	r.m.WitnessAnswer(r.now, r.now, true, false)
@@ -531,7 +539,7 @@ func TestHearingAPeerThatDoesNotHearUsIsNoRight(t *testing.T) {
 		}
 		r.m.PeerHeard(r.now, old)
 	}
-	r.expect("standby s1", "+pair.fenced", "+pair.witness-unreachable")
+	r.expect("+pair.witness-unreachable", "standby s1", "+pair.fenced")
 	// Once bravo hears alpha again, and its entry for s1 came since,
 	// alpha resumes.
 	r.tickHearing(1, ready(0, 1))
@@ -541,17 +549,28 @@ func TestHearingAPeerThatDoesNotHearUsIsNoRight(t *testing.T) {
 func TestWitnessTakeoverNeedsTheGrant(t *testing.T) {
 	r := witnessRig(t, "bravo")
 	r.tickHearing(2, Entry{Index: 0, Epoch: 2, Forwarding: true})
-	r.m.WitnessAnswer(r.now, r.now, true, false)
-	r.asks, r.acts = nil, nil
-	r.tick(3)
-	r.expect("+pair.witness-unreachable", "+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1")
-	if len(r.asks) == 0 || !r.asks[len(r.asks)-1] {
-		t.Fatalf("asks %v: the last should ask for takeover", r.asks)
+	// The witness answers every request at once, with a lease; whether it
+	// grants a takeover is the test's.
+	tick := func(n int, grant bool) {
+		for range n {
+			r.tick(1)
+			r.m.WitnessAnswer(r.now, r.now, true, grant && r.asks[len(r.asks)-1])
+		}
 	}
 	r.m.WitnessAnswer(r.now, r.now, true, false)
-	r.tick(1)
-	r.expect("-pair.witness-unreachable")
-	r.m.WitnessAnswer(r.now, r.now, true, true)
+	tick(3, false)
+	r.expect("+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1")
+	if !r.asks[len(r.asks)-1] {
+		t.Fatalf("asks %v: the last should ask for takeover", r.asks)
+	}
+	tick(1, false)
+	r.expect()
+	// Granted at 50 ms of silence: alpha still waits for D + 3 heartbeats,
+	// as bravo may forward on alpha's word to D + heartbeat after alpha's
+	// last message it heard, and checks that once a heartbeat.
+	tick(1, true)
+	r.expect()
+	tick(1, true)
 	r.expect("forward s1")
 }
 

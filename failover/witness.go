@@ -1,6 +1,9 @@
 package failover
 
-import "time"
+import (
+	"sort"
+	"time"
+)
 
 // WitnessRequest is what a unit asks the witness every heartbeat.
 type WitnessRequest struct {
@@ -34,6 +37,31 @@ type witnessUnit struct {
 
 // NewWitness returns a witness that has heard nobody yet.
 func NewWitness() *Witness { return &Witness{units: map[string]*witnessUnit{}} }
+
+// RestoreWitness returns a witness that starts with these units fenced.
+// The fences must outlive the witness process: a witness that forgot one
+// would give the fenced unit a lease, and it would resume streams its peer
+// took over. `appliance witness` writes Fenced() to disk before it sends
+// an answer that changed it, and restores it at start.
+func RestoreWitness(fenced []string) *Witness {
+	w := NewWitness()
+	for _, name := range fenced {
+		w.unit(name).fenced = true
+	}
+	return w
+}
+
+// Fenced lists the fenced units, sorted, for the witness to keep on disk.
+func (w *Witness) Fenced() []string {
+	var names []string
+	for name, u := range w.units {
+		if u.fenced {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
+}
 
 func (w *Witness) unit(name string) *witnessUnit {
 	u := w.units[name]
