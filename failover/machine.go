@@ -112,6 +112,7 @@ type Machine struct {
 	streams []*stream
 	byRank  []int // stream indices, highest priority first
 	dirty   bool
+	ticking bool // in Tick: once-a-heartbeat work may run
 }
 
 type stream struct {
@@ -249,7 +250,9 @@ func (m *Machine) state() UnitState {
 // calls it every heartbeat, after SetLocal for every stream.
 func (m *Machine) Tick(now time.Duration) {
 	m.enter(now)
+	m.ticking = true
 	m.update(now)
+	m.ticking = false
 	if m.cfg.Witness {
 		m.env.AskWitness(m.wantsTakeover(now))
 	}
@@ -753,11 +756,16 @@ func (m *Machine) step(now time.Duration, i int, live bool) {
 		// started nothing.
 		m.forward(now, i, nil, s.peer.Cont)
 	case PhaseForwarding:
-		if s.cfg.VIP && s.peerAt == now && s.peer.Prepare && s.peer.Epoch == s.epoch {
-			// The peer still holds the address from a handover this unit
-			// called off or took back: announce it again, so the sender
-			// comes back here.
-			m.env.HoldVIP(i, true)
+		reannounce := s.cfg.VIP && s.peerAt == now && s.peer.Prepare && s.peer.Epoch == s.epoch
+		if reannounce {
+			// Unless it hands the stream over now, the peer still holds
+			// the address from a handover this unit called off: announce
+			// it again, so the sender comes back here.
+			defer func() {
+				if s.phase == PhaseForwarding {
+					m.env.HoldVIP(i, true)
+				}
+			}()
 		}
 		reason, alarm := m.trigger(now, s)
 		if reason == "" {
@@ -844,11 +852,16 @@ func (m *Machine) standbyVIP(now time.Duration, i int, live bool) {
 	// flag does not take the address away at once.
 	want := live && m.agree && m.theirs(s.epoch) && s.asked == s.epoch && now-s.askedAt < 2*m.hb &&
 		(m.state() == Up || m.state() == Draining) && s.local.ready()
-	if want && !s.vipHeld {
+	switch {
+	case want && !s.vipHeld:
 		m.hold(i)
 		s.ringAt = s.local
 		m.dirty = true
-	} else if !want && s.vipHeld {
+	case want && m.ticking && s.ringAt.HasRing && s.local.RingFirst == s.ringAt.RingFirst:
+		// Nothing came through the address yet: the sender may have
+		// followed a later announcement of the owner's. Announce again.
+		m.env.HoldVIP(i, true)
+	case !want && s.vipHeld:
 		m.release(i)
 		m.dirty = true
 	}

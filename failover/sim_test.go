@@ -128,7 +128,7 @@ func simulate(seed int64, verbose bool) (*world, []string) {
 	d, hb := cfg.Detect(), cfg.Heartbeat
 	// The liveness bound (docs/pair-protocol.md, Invariants).
 	w.inv = invariants{
-		bound: d + 2*hb + (d + 2*hb + 2*maxWit) + 2*maxPath + mediaDelay + 2*stopDelay + arpDelay,
+		bound: d + 4*hb + 2*maxPath + 3*maxWit + mediaDelay + 2*stopDelay + arpDelay,
 		clean: clean,
 	}
 	for range nStreams {
@@ -281,12 +281,22 @@ func (w *world) eligible(u *unit, i int) bool {
 		return false
 	}
 	o := u.peer()
+	if !w.connected() && o.alive && !o.hung && !o.streamOK(i) && o.m.mine(o.m.streams[i].epoch) && !u.m.silent(u.m.lastCall) {
+		// A cut one way: the owner cannot carry the stream nor hear its
+		// peer to hand it over, and the peer hears it, so takes nothing.
+		return false
+	}
 	if w.cfg.Witness {
 		if w.wlink[u.idx].cut || !w.witUp {
 			return false
 		}
-		if !w.connected() && o.alive && !o.hung && !w.wlink[o.idx].cut && !o.streamOK(i) {
-			return false // the owner keeps what it cannot carry: see the spec's price
+		if !w.connected() && o.alive && !o.hung && !w.wlink[o.idx].cut {
+			if !o.streamOK(i) {
+				return false // the owner keeps what it cannot carry
+			}
+			if u.m.theirs(u.m.streams[i].epoch) && o.m.theirs(o.m.streams[i].epoch) {
+				return false // a handover's epoch was lost in the cut: each thinks the other has it
+			}
 		}
 	}
 	if c := w.cfg.Capacity.Streams; c > 0 && !u.m.mine(u.m.streams[i].epoch) {
