@@ -21,7 +21,7 @@ import (
 
 var (
 	flagSeed = flag.Int64("seed", -1, "run only this simulation seed and print its schedule and trace")
-	flagSims = flag.Int("sims", 0, "how many random schedules TestSim runs (default 2000, or $FAILOVER_SIMS)")
+	flagSims = flag.Int("sims", 0, "how many random schedules TestSim runs (default 1000, or $FAILOVER_SIMS)")
 )
 
 const simEnd = 3 * time.Second // faults end by 2.4 s: the rest is a quiet tail
@@ -56,7 +56,10 @@ func TestSim(t *testing.T) {
 		}
 		return
 	}
-	n := 2000
+	n := 1000
+	if raceEnabled {
+		n = 100
+	}
 	if v, err := strconv.Atoi(os.Getenv("FAILOVER_SIMS")); err == nil && v > 0 {
 		n = v
 	}
@@ -76,7 +79,7 @@ func TestSim(t *testing.T) {
 		failed++
 		t.Errorf("seed %d: %s\nschedule:\n%s\nreproduce: go test ./failover -run 'TestSim$' -seed=%d -v",
 			seed, strings.Join(w.fail, "\n  "), strings.Join(sched, "\n"), seed)
-		if failed >= 50 {
+		if failed >= 5 {
 			break
 		}
 	}
