@@ -25,7 +25,9 @@ type Env interface {
 	// HoldVIP adds and announces (true) or removes the stream's virtual IP.
 	HoldVIP(stream int, hold bool)
 	// AskWitness sends a witness request now, stamped with the time it is
-	// sent; HearsPeer in it is whether a live pair message arrived in the last D.
+	// sent. HearsPeer in it says the peer hears this unit: a live message
+	// from the peer echoed a send time of this unit's less than D +
+	// heartbeat ago (the echo pairnet passes to PeerHeard).
 	AskWitness(takeover bool)
 	// Alarm raises or clears a condition.
 	Alarm(a Alarm)
@@ -231,12 +233,27 @@ func (m *Machine) mayForward(now time.Duration) bool {
 	return now < m.leaseUntil || (m.heardBy != 0 && now < m.heardBy+m.d+m.hb)
 }
 
+// unheard: no message of this unit's sent in the last d has been echoed by
+// the peer: the peer does not hear it.
+func (m *Machine) unheard(now, d time.Duration) bool {
+	return now-max(m.heardBy, m.listenSince, m.born) >= d
+}
+
+// lost: the peer is silent or, with a witness, does not hear this unit. A
+// peer that does not hear this unit cannot learn its epochs, and once the
+// witness no longer hears it either, it is fenced and stays so until this
+// unit's messages reach it.
+func (m *Machine) lost(now time.Duration) bool {
+	return m.silent(now) || (m.cfg.Witness && m.unheard(now, m.d))
+}
+
 // mayTakeOver: rule 4's condition.
 func (m *Machine) mayTakeOver(now time.Duration) bool {
 	if !m.cfg.Witness {
 		return m.silent(now)
 	}
-	return m.granted && now-max(m.heard, m.listenSince, m.born) >= m.d+3*m.hb
+	wait := m.d + 3*m.hb
+	return m.granted && (now-max(m.heard, m.listenSince, m.born) >= wait || m.unheard(now, wait))
 }
 
 func (m *Machine) state() UnitState {
@@ -459,7 +476,7 @@ func (m *Machine) WitnessAnswer(now, sentAt time.Duration, lease, takeover bool)
 	if lease {
 		m.leaseUntil = max(m.leaseUntil, sentAt+m.d-m.hb)
 	}
-	if takeover && m.silentSince != 0 && sentAt >= m.silentSince && m.silent(now) {
+	if takeover && m.silentSince != 0 && sentAt >= m.silentSince && m.lost(now) {
 		m.granted = true
 	}
 	m.update(now)
@@ -467,7 +484,7 @@ func (m *Machine) WitnessAnswer(now, sentAt time.Duration, lease, takeover bool)
 }
 
 func (m *Machine) wantsTakeover(now time.Duration) bool {
-	if m.starting || !m.silent(now) {
+	if m.starting || !m.lost(now) {
 		return false
 	}
 	for _, s := range m.streams {
@@ -506,7 +523,7 @@ func (m *Machine) Handover(now time.Duration, i int) error {
 // peerCannotTake says why the peer cannot take a stream by handover now.
 func (m *Machine) peerCannotTake(now time.Duration, s *stream) error {
 	switch {
-	case !m.live(now) || m.peerState != Up:
+	case !m.live(now) || m.peerState != Up || (m.heardBy != 0 && m.unheard(now, m.d)):
 		return ErrPeerUnavailable
 	case !m.agree:
 		return ErrDisagreement
@@ -549,7 +566,7 @@ func (m *Machine) update(now time.Duration) {
 	if !live {
 		m.peerUpSince = 0
 	}
-	if silent {
+	if m.lost(now) {
 		if m.silentSince == 0 {
 			m.silentSince = now
 			if m.cfg.Witness && !m.starting {
@@ -576,8 +593,8 @@ func (m *Machine) update(now time.Duration) {
 		}
 		return
 	}
-	m.claim(now, live, silent)
-	m.takeover(now, silent)
+	m.claim(now)
+	m.takeover(now)
 	for i := range m.streams {
 		m.step(now, i, live)
 	}
@@ -657,7 +674,13 @@ func (m *Machine) peerAlarms(now time.Duration, live, silent bool) {
 
 // claim is rule 2: a stream nobody owns yet goes to its preferred unit, or
 // to the other when the preferred one is silent.
-func (m *Machine) claim(now time.Duration, live, silent bool) {
+//
+// Only with the peer live: its table says the stream is unclaimed. With
+// the peer silent, a claim is a takeover (rule 4), with its conditions.
+func (m *Machine) claim(now time.Duration) {
+	if !m.live(now) {
+		return
+	}
 	for i, s := range m.streams {
 		if s.epoch != 0 || s.peer.Epoch != 0 || s.cfg.Prefer != m.cfg.Self {
 			continue
@@ -670,9 +693,9 @@ func (m *Machine) claim(now time.Duration, live, silent bool) {
 }
 
 // takeover is rule 4: a silent peer's streams, by priority, within capacity.
-func (m *Machine) takeover(now time.Duration, silent bool) {
+func (m *Machine) takeover(now time.Duration) {
 	var over []string
-	if silent && m.mayTakeOver(now) {
+	if m.mayTakeOver(now) {
 		nStreams, bits := m.load()
 		for _, i := range m.byRank {
 			s := m.streams[i]
@@ -857,7 +880,7 @@ func (m *Machine) standbyVIP(now time.Duration, i int, live bool) {
 		m.hold(i)
 		s.ringAt = s.local
 		m.dirty = true
-	case want && m.ticking && s.ringAt.HasRing && s.local.RingFirst == s.ringAt.RingFirst:
+	case want && m.ticking && (!s.local.HasRing || (s.ringAt.HasRing && s.local.RingFirst == s.ringAt.RingFirst)):
 		// Nothing came through the address yet: the sender may have
 		// followed a later announcement of the owner's. Announce again.
 		m.env.HoldVIP(i, true)

@@ -565,11 +565,10 @@ func TestWitnessTakeoverNeedsTheGrant(t *testing.T) {
 	if !r.asks[len(r.asks)-1] {
 		t.Fatalf("asks %v: the last should ask for takeover", r.asks)
 	}
-	tick(1, false)
-	r.expect()
-	// Granted at 50 ms of silence: alpha still waits for D + 3 heartbeats,
-	// as bravo may forward on alpha's word to D + heartbeat after alpha's
-	// last message it heard, and checks that once a heartbeat.
+	// Granted at 40 ms of silence: alpha still waits until D + 3 heartbeats
+	// have passed since alpha's last message bravo heard (sent at -10 ms),
+	// as bravo may forward on alpha's word to D + heartbeat after it, and
+	// checks that once a heartbeat.
 	tick(1, true)
 	r.expect()
 	tick(1, true)

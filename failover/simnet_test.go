@@ -161,6 +161,7 @@ type unit struct {
 	counter  uint64
 	seen     map[uint64]bool
 	lastLive time.Duration // global time of the last live message; 0 never
+	heardBy  time.Duration // its own newest send time the peer echoed (its clock)
 
 	alarms map[alarmKey]string
 	epochs []uint32
@@ -199,7 +200,7 @@ func (u *unit) boot() {
 	for i := range u.media {
 		u.media[i] = &mstream{}
 	}
-	u.peerInc, u.echoSent, u.seen, u.lastLive = 0, make([]time.Duration, u.cfg.Paths), map[uint64]bool{}, 0
+	u.peerInc, u.echoSent, u.seen, u.lastLive, u.heardBy = 0, make([]time.Duration, u.cfg.Paths), map[uint64]bool{}, 0, 0
 	u.alarms, u.epochs = map[alarmKey]string{}, make([]uint32, n)
 	u.decidedAt, u.gapOK, u.watch, u.selfWatch = make([]time.Duration, n), make([]bool, n), make([]time.Duration, n), make([]time.Duration, n)
 	for i := range u.watch {
@@ -317,6 +318,7 @@ func (u *unit) deliver(env envelope) {
 		}
 		u.m.Receive(u.mono(), env.path, env.msg)
 		if env.echoSent != 0 {
+			u.heardBy = max(u.heardBy, env.echoSent)
 			u.m.PeerHeard(u.mono(), env.echoSent)
 		}
 	})
@@ -381,7 +383,7 @@ func (u *unit) AskWitness(takeover bool) {
 	w := u.w
 	sentAt, inc := u.mono(), u.inc
 	req := WitnessRequest{Unit: u.name, Peer: u.cfg.Peer, Takeover: takeover,
-		HearsPeer: u.lastLive != 0 && w.now-u.lastLive < u.cfg.Detect(),
+		HearsPeer: u.heardBy != 0 && u.mono()-u.heardBy < u.cfg.Detect()+u.cfg.Heartbeat,
 		Detect:    u.cfg.Detect(), Heartbeat: u.cfg.Heartbeat}
 	d, ok := w.wlink[u.idx].transit(w.rng)
 	if !ok {

@@ -9,7 +9,7 @@ import (
 type WitnessRequest struct {
 	Unit, Peer string
 	Takeover   bool // the unit asks to take over from its silent peer
-	HearsPeer  bool // a live pair message arrived in the last D
+	HearsPeer  bool // the peer hears the unit: a live message from it echoed a send time of the unit's less than D + heartbeat ago
 	Detect     time.Duration
 	Heartbeat  time.Duration
 }
@@ -82,8 +82,10 @@ func (w *Witness) Ask(now time.Duration, r WitnessRequest) WitnessAnswer {
 	u := w.unit(r.Unit)
 	u.heard, u.asking = now, r.Takeover
 	if u.fenced && r.HearsPeer {
-		// It hears the unit that took over, so it learns the newer epochs
-		// before it can forward again.
+		// The unit that took over heard it, and the message that said so
+		// carried the newer epochs: it learnt them before it asked. (A
+		// message it merely received could have been sent before the
+		// takeover.)
 		u.fenced = false
 	}
 	var a WitnessAnswer
