@@ -487,12 +487,13 @@ func (m *Machine) wantsTakeover(now time.Duration) bool {
 	if m.starting || !m.lost(now) {
 		return false
 	}
-	for _, s := range m.streams {
-		if s.epoch == 0 || m.theirs(s.epoch) {
-			return true
-		}
-	}
-	return false
+	// A unit with no room asks for nothing: a grant fences the peer. A
+	// fenced owner asks too: the witness may have fenced it for a grant
+	// the peer never used, and only a grant of its own lifts that when
+	// the peer is gone.
+	take, _ := m.pick()
+	owned, _ := m.load()
+	return len(take) > 0 || (owned > 0 && !m.mayForward(now))
 }
 
 // Handover is the operator's planned handover of a stream to the peer.
@@ -694,21 +695,10 @@ func (m *Machine) claim(now time.Duration) {
 
 // takeover is rule 4: a silent peer's streams, by priority, within capacity.
 func (m *Machine) takeover(now time.Duration) {
-	var over []string
+	take, over := m.pick()
 	if m.mayTakeOver(now) {
-		nStreams, bits := m.load()
-		for _, i := range m.byRank {
+		for _, i := range take {
 			s := m.streams[i]
-			if s.epoch != 0 && !m.theirs(s.epoch) {
-				continue
-			}
-			b := m.bitrate(s)
-			if (m.cfg.Capacity.Streams > 0 && nStreams+1 > m.cfg.Capacity.Streams) ||
-				(m.cfg.Capacity.BitrateBPS > 0 && bits+b > m.cfg.Capacity.BitrateBPS) {
-				over = append(over, s.cfg.Name)
-				continue
-			}
-			nStreams, bits = nStreams+1, bits+b
 			var from *uint16
 			if m.theirs(s.epoch) && s.peerAt != 0 && s.peer.HasProgress {
 				next := s.peer.Progress + 1
@@ -726,8 +716,29 @@ func (m *Machine) takeover(now time.Duration) {
 			m.forward(now, i, from, cont)
 		}
 	}
-	m.al.set(OverCapacity, "", len(over) > 0, fmt.Sprintf("%s has no capacity for %s: these streams are not carried until %s returns or capacity is added",
+	m.al.set(OverCapacity, "", m.lost(now) && len(over) > 0, fmt.Sprintf("%s has no capacity for %s: these streams are not carried until %s returns or capacity is added",
 		m.cfg.Self, strings.Join(over, ", "), m.cfg.Peer))
+}
+
+// pick is rule 4's choice: the peer's and unclaimed streams this unit
+// would take, by priority, within its capacity, and those that do not fit.
+func (m *Machine) pick() (take []int, over []string) {
+	nStreams, bits := m.load()
+	for _, i := range m.byRank {
+		s := m.streams[i]
+		if s.epoch != 0 && !m.theirs(s.epoch) {
+			continue
+		}
+		b := m.bitrate(s)
+		if (m.cfg.Capacity.Streams > 0 && nStreams+1 > m.cfg.Capacity.Streams) ||
+			(m.cfg.Capacity.BitrateBPS > 0 && bits+b > m.cfg.Capacity.BitrateBPS) {
+			over = append(over, s.cfg.Name)
+			continue
+		}
+		nStreams, bits = nStreams+1, bits+b
+		take = append(take, i)
+	}
+	return take, over
 }
 
 // load is what this unit owns: streams and bits/s.

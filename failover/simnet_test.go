@@ -163,8 +163,9 @@ type unit struct {
 	lastLive time.Duration // global time of the last live message; 0 never
 	heardBy  time.Duration // its own newest send time the peer echoed (its clock)
 
-	alarms map[alarmKey]string
-	epochs []uint32
+	alarms  map[alarmKey]string
+	alarmAt map[alarmKey]time.Duration
+	epochs  []uint32
 
 	decidedAt []time.Duration // global time of the machine's last Forward per stream
 	gapOK     []bool          // that Forward came after D without a live message
@@ -201,7 +202,7 @@ func (u *unit) boot() {
 		u.media[i] = &mstream{}
 	}
 	u.peerInc, u.echoSent, u.seen, u.lastLive, u.heardBy = 0, make([]time.Duration, u.cfg.Paths), map[uint64]bool{}, 0, 0
-	u.alarms, u.epochs = map[alarmKey]string{}, make([]uint32, n)
+	u.alarms, u.alarmAt, u.epochs = map[alarmKey]string{}, map[alarmKey]time.Duration{}, make([]uint32, n)
 	u.decidedAt, u.gapOK, u.watch, u.selfWatch = make([]time.Duration, n), make([]bool, n), make([]time.Duration, n), make([]time.Duration, n)
 	for i := range u.watch {
 		u.watch[i], u.selfWatch[i] = -1, -1
@@ -418,6 +419,9 @@ func (u *unit) Alarm(a Alarm) {
 	}
 	if a.On {
 		u.alarms[k] = a.Msg
+		if !on {
+			u.alarmAt[k] = u.w.now
+		}
 	} else {
 		delete(u.alarms, k)
 	}
