@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short bench lint fuzz clean
+.PHONY: all build run test test-short bench lint fuzz clean lab
 
 all: build
 
@@ -19,6 +19,14 @@ run: build
 # need root (network namespaces, systemd-nspawn, QEMU) run when this runs as root.
 test: lint
 	$(GO) test -race -count=1 -timeout 28m ./...
+
+# The pair's failover scenarios, for real: two units in network namespaces,
+# RTP sources and receivers, every scenario in both input modes, three runs
+# each, then power loss and hangs with 200 streams (root; about 15 minutes).
+# It runs alone, after the tests, because its figures are timings.
+lab: build
+	./$(BIN) lab --scenario all --mode both --runs 3
+	./$(BIN) lab --scenario power-loss,hang --streams 200 --pps 100 --mode both --runs 3
 
 # Unit tests only, quick, for the edit-compile loop.
 test-short:

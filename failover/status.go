@@ -22,6 +22,10 @@ type StreamStatus struct {
 	Role  string // "active" when this unit forwards it, else "standby"
 	Epoch uint32
 	Phase Phase
+	// Start is where the epoch's owner began forwarding, when the epoch
+	// came with one: the previous owner forwarded everything before it.
+	HasStart bool
+	Start    uint16
 }
 
 // Status returns a copy of the machine's view at now.
@@ -47,7 +51,7 @@ func (m *Machine) Status(now time.Duration) Status {
 		st.WitnessLease = m.leaseUntil - now
 	}
 	for i, s := range m.streams {
-		ss := StreamStatus{Name: s.cfg.Name, Epoch: s.epoch, Phase: s.phase, Role: "standby"}
+		ss := StreamStatus{Name: s.cfg.Name, Epoch: s.epoch, Phase: s.phase, Role: "standby", HasStart: s.hasStart, Start: s.start}
 		switch {
 		case m.mine(s.epoch):
 			ss.Owner = m.cfg.Self

@@ -22,6 +22,7 @@ func ParseArgs(args []string, stderr io.Writer) (opts Options, asJSON bool, err 
 	fs.IntVar(&opts.PPS, "pps", d.PPS, "packets per second of each stream's source")
 	fs.StringVar(&opts.Binary, "binary", d.Binary, "the appliance binary the units run")
 	fs.BoolVar(&asJSON, "json", false, "print the rows as JSON")
+	fs.BoolVar(&opts.Keep, "keep", false, "keep the units' configs and logs until the next lab run, and print where they are")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return opts, false, err

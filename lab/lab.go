@@ -30,6 +30,9 @@ type Options struct {
 	// stream owned once, before each run.
 	ReadyTimeout time.Duration
 	StarveFor    time.Duration // cpu-starvation's load
+	// Keep leaves the units' configs and logs in place at the end (the
+	// directory is printed), to see why a scenario failed.
+	Keep bool
 	// Progress, if set, gets a line per run as the lab goes.
 	Progress io.Writer
 }

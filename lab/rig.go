@@ -200,16 +200,33 @@ func (r *rig) settled(o ownership) bool {
 	return true
 }
 
+// placed says every stream is forwarded by the unit it prefers, as a pair
+// that started together has it: each scenario then has streams on A.
+func (r *rig) placed(o ownership) bool {
+	if !r.settled(o) {
+		return false
+	}
+	if r.mode == Lone {
+		return true
+	}
+	for i := 0; i < r.opts.Streams; i++ {
+		if o.owner[streamName(i)][0].spec.Name != preferOf(i) {
+			return false
+		}
+	}
+	return true
+}
+
 func (r *rig) waitReady(ctx context.Context) error {
 	var exited *unit
-	err := poll(ctx, r.opts.ReadyTimeout, "both units up and every stream owned by exactly one unit", func(ctx context.Context) bool {
+	err := poll(ctx, r.opts.ReadyTimeout, "both units up and every stream forwarded by the unit it prefers", func(ctx context.Context) bool {
 		for _, u := range r.units() {
 			if !u.running() {
 				exited = u // a unit that refused its config: no use waiting
 				return true
 			}
 		}
-		return r.settled(r.ownership(ctx))
+		return r.placed(r.ownership(ctx))
 	})
 	if err == nil && exited != nil {
 		err = fmt.Errorf("%s exited while starting", exited.spec.Name)
@@ -265,6 +282,12 @@ func (r *rig) close() {
 	r.stopWitness()
 	if r.stopTraffic != nil {
 		r.stopTraffic()
+	}
+	if r.opts.Keep {
+		if r.opts.Progress != nil {
+			fmt.Fprintf(r.opts.Progress, "kept the units' configs and logs in %s\n", r.dir)
+		}
+		return
 	}
 	_ = os.RemoveAll(r.dir)
 }

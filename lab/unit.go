@@ -54,7 +54,7 @@ func (st *unitStatus) epoch(name string) (uint64, bool) {
 type streamStatus struct {
 	Name      string `json:"name"`
 	State     string `json:"state"`
-	Role      string `json:"role"` // forward or standby
+	Role      string `json:"role"` // active (forwarding) or standby
 	WorkerPID int    `json:"worker_pid"`
 	// Epoch is the stream's pair epoch; nil from a unit that shows none.
 	Epoch *uint64 `json:"epoch,omitempty"`
@@ -62,7 +62,7 @@ type streamStatus struct {
 
 // forwarding says whether the unit carries the stream out to its outputs.
 func (s streamStatus) forwarding() bool {
-	return s.Role == "forward" && s.State != "failed" && s.State != "stopped" && s.WorkerPID != 0
+	return (s.Role == "active" || s.Role == "forward") && s.State != "failed" && s.State != "stopped" && s.WorkerPID != 0
 }
 
 func (st *unitStatus) stream(name string) (streamStatus, bool) {

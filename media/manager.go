@@ -33,6 +33,10 @@ type StreamSpec struct {
 	// does not hold yet, such as the pair's virtual address on the standby
 	// unit, which starts receiving once the address moves here.
 	FreeBind bool
+	// Standby starts a new stream in standby instead of forwarding: a
+	// paired unit starts every stream so, and the pair decides. It applies
+	// when the stream is added; later changes go through SetRoles.
+	Standby bool
 }
 
 // sameRelay reports whether two specs relay alike: an update is needed otherwise.
@@ -218,6 +222,7 @@ func (m *Manager) addLocked(spec StreamSpec, waits *[]waiter) *stream {
 	m.nextSID++
 	st := &stream{sid: m.nextSID, name: spec.Name, outBase: map[netip.AddrPort]outCount{}}
 	st.spec.Store(&spec)
+	st.standby.Store(spec.Standby)
 	m.byName[spec.Name] = st
 	m.bindLocked(st, waits)
 	st.mu.Lock()

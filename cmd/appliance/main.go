@@ -47,6 +47,14 @@ Usage:
                                          apply the unit's config file again, live
   appliance role --stream NAME --role forward|standby [--from SEQ] [--socket PATH]
                                          set a stream's role on a running unit
+  appliance handover [--socket PATH] STREAM
+                                         hand a stream to the paired unit (planned: nothing lost)
+  appliance drill --scenario overheat|power-loss|planned [--stream NAME] [--socket PATH]
+                                         run a failover drill on the live pair
+  appliance witness --listen IP:PORT --key-file FILE
+                                         answer as the pair's witness (on a third box)
+  appliance lab [--scenario NAME|all] [--streams N] [--json]
+                                         build a pair in network namespaces and run failover scenarios (root)
   appliance status [--addr URL] [--json] show what a running unit says
   appliance gen --to HOST:PORT --pps N --duration D [--ssrc X] [--size BYTES]
                                          send a paced RTP test stream
@@ -72,6 +80,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdReload(ctx, rest, stdout, stderr)
 	case "role":
 		return cmdRole(ctx, rest, stdout, stderr)
+	case "handover":
+		return cmdHandover(ctx, rest, stdout, stderr)
+	case "drill":
+		return cmdDrill(ctx, rest, stdout, stderr)
+	case "witness":
+		return cmdWitness(ctx, rest, stderr)
+	case "lab":
+		return cmdLab(ctx, rest, stdout, stderr)
 	case "status":
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "gen":

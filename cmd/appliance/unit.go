@@ -152,8 +152,12 @@ func controlFlags(fs *flag.FlagSet) func() string {
 		if *cfgPath != "" {
 			// A file with problems falls back to the default socket; the
 			// unit then reports the problems itself.
-			if cfg, err := config.Load(*cfgPath); err == nil {
-				return cfg.Control.Socket
+			// Parse, not Load: an operator who may use the socket need
+			// not be able to read the pair's key file.
+			if data, err := os.ReadFile(*cfgPath); err == nil {
+				if cfg, err := config.Parse(*cfgPath, data); err == nil {
+					return cfg.Control.Socket
+				}
 			}
 		}
 		return defaultControlSocket

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -53,6 +54,7 @@ type unit struct {
 	api     *status.Server
 	ctl     *control.Server
 	keeper  *watchdog.Keeper
+	pair    *pairUnit // nil on a unit that runs alone
 
 	boot        watchdog.BootRecord
 	bootUnsaved bool // the disk refused the record; keepBootRecord retries
@@ -73,6 +75,7 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 
 	m, err := media.NewManager(media.Options{
 		Streams:          streamSpecs(cfg),
+		ProgressInterval: time.Duration(cfg.Media.ProgressInterval),
 		Workers:          cfg.Media.Workers,
 		HangTimeout:      time.Duration(cfg.Media.HangTimeout),
 		ReportInterval:   time.Duration(cfg.Media.ReportInterval),
@@ -118,6 +121,24 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 		Health:       u.health, Clock: clk, Logger: log,
 	})
 
+	if cfg.Pair != nil {
+		p, err := newPair(u, cfg)
+		if err != nil {
+			ctl.Close()
+			api.Close()
+			m.Close()
+			return nil, err
+		}
+		u.pair = p
+	}
+	events := u.events.Add
+	if u.pair != nil {
+		events = func(e supervisor.Event) {
+			u.events.Add(e)
+			u.pair.onEvent(e)
+		}
+	}
+
 	r := cfg.Media.Restart
 	mediaSup := supervisor.New(supervisor.Spec{
 		Name:       "media",
@@ -127,13 +148,16 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 		Backoff:    time.Duration(r.Backoff),
 		BackoffMax: time.Duration(r.BackoffMax),
 		Clock:      clk,
-		Events:     u.events.Add,
+		Events:     events,
 		Logger:     log,
 	}, m.Children()...)
 
 	children := []supervisor.Child{
 		{Name: "hw", Service: u.hw, Restart: supervisor.Permanent, Shutdown: 2 * time.Second},
 		{Name: "media", Service: mediaSup, Restart: supervisor.Permanent, Shutdown: 10 * time.Second},
+	}
+	if u.pair != nil {
+		children = append(children, supervisor.Child{Name: "pair", Service: u.pair, Restart: supervisor.Permanent, Shutdown: time.Second})
 	}
 	for i, ts := range cfg.TestSources {
 		g := &media.Generator{To: ts.To.Addr, PPS: ts.PPS, Size: ts.Size, SSRC: ts.SSRC}
@@ -143,10 +167,13 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 	}
 	u.root = supervisor.New(supervisor.Spec{
 		Name: "root", Strategy: supervisor.OneForOne, Intensity: rootIntensity, Period: rootPeriod,
-		Heartbeat: rootHeartbeat, Clock: clk, Events: u.events.Add, Logger: log,
+		Heartbeat: rootHeartbeat, Clock: clk, Events: events, Logger: log,
 	}, children...)
 
 	if err := u.openWatchdog(); err != nil {
+		if u.pair != nil {
+			u.pair.node.Close()
+		}
 		ctl.Close()
 		api.Close()
 		m.Close()
@@ -159,7 +186,10 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 func streamSpecs(cfg *config.Config) []media.StreamSpec {
 	out := make([]media.StreamSpec, 0, len(cfg.Streams))
 	for _, s := range cfg.Streams {
-		spec := media.StreamSpec{Name: s.Name, Input: s.Input.Addr, ClockRate: s.ClockRate}
+		// A paired unit starts every stream in standby: the pair decides
+		// which unit forwards it. A VIP is bound before it is held.
+		spec := media.StreamSpec{Name: s.Name, Input: s.Input.Addr, ClockRate: s.ClockRate,
+			Standby: cfg.Pair != nil, FreeBind: s.InputMode == "vip"}
 		for _, o := range s.Outputs {
 			spec.Outputs = append(spec.Outputs, o.Addr)
 		}
@@ -360,6 +390,11 @@ func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
 		}
 		cur := u.running.Load()
 		cfg.Status.Listen = u.listen // --listen outranks the file, as at start
+		if u.pair != nil {
+			if err := samePairStreams(cur, cfg); err != nil {
+				return err
+			}
+		}
 		res, err := u.media.Apply(ctx, streamSpecs(cfg))
 		if err != nil {
 			return err
@@ -383,8 +418,29 @@ func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
 	return out, nil
 }
 
+// samePairStreams refuses a reload that would change which streams a paired
+// unit carries: both units' state machines index the same list, so that
+// takes a restart of each unit in turn.
+func samePairStreams(cur, next *config.Config) error {
+	key := func(c *config.Config) []string {
+		var out []string
+		for _, s := range c.Streams {
+			out = append(out, s.Name+" "+s.InputMode)
+		}
+		slices.Sort(out)
+		return out
+	}
+	if !slices.Equal(key(cur), key(next)) {
+		return errors.New("this unit is paired: adding or removing streams, or changing an input_mode, needs a restart (restart one unit, then the other; the streams move to the peer meanwhile); outputs and rewrite reload live")
+	}
+	return nil
+}
+
 // SetRole implements control.Actions.
 func (u *unit) SetRole(ctx context.Context, stream, role string, from *uint16) (control.RoleResult, error) {
+	if u.pair != nil {
+		return control.RoleResult{}, errors.New("this unit is paired: the pair decides which unit forwards a stream; use `appliance handover STREAM` on the unit that forwards it")
+	}
 	r, err := u.media.SetRole(ctx, stream, role, from)
 	if err != nil {
 		return control.RoleResult{}, err
@@ -404,7 +460,7 @@ func (u *unit) State() string {
 func (u *unit) Report() status.Report {
 	state := u.State()
 	now := u.clk.Now()
-	return status.Report{
+	rep := status.Report{
 		Unit: status.Unit{
 			Name: u.cfg.Unit.Name, Version: version, Started: u.started,
 			UptimeS: now.Sub(u.started).Seconds(), State: state,
@@ -418,4 +474,17 @@ func (u *unit) Report() status.Report {
 		Events: status.MergeEvents(status.MaxEvents,
 			status.SupervisorEvents(u.events.Recent(status.MaxEvents)), status.HealthEvents(u.health.Events(status.MaxEvents))),
 	}
+	// The API speaks of the pair's roles: a stream is active where it is
+	// forwarded, standby where it is held.
+	for i := range rep.Streams {
+		s := &rep.Streams[i]
+		if s.Role == media.RoleForward {
+			s.Role = "active"
+		}
+		s.Owner = u.cfg.Unit.Name
+	}
+	if u.pair != nil {
+		u.pair.report(&rep)
+	}
+	return rep
 }
