@@ -73,7 +73,27 @@ var (
 
 // vipPrepareTimeout is how many heartbeats an owner waits for the peer's
 // ring during a vip handover, and for its media to confirm a stop.
-const vipPrepareTimeout = 20
+// vipPrepareMin is the least it waits for the ring: a sender ignores an
+// announcement that comes within its ARP locktime (1 s on Linux) of the
+// last change of its entry, so the peer's second announcement, more than
+// a locktime after the first, must fit in the wait.
+const (
+	vipPrepareTimeout = 20
+	vipPrepareMin     = 3 * time.Second
+)
+
+// minStartupWait is the least a starting unit listens before it claims or
+// takes anything. Two units started together (a rack powering up) start
+// their processes tens of milliseconds apart; each must hear the other
+// before taking the other's preferred streams, or every start would leave
+// the streams wherever the faster unit put them.
+const minStartupWait = time.Second
+
+// carriedGrace is how long a stream may be without a worker before its
+// owner hands it to the peer. A worker restart costs the stream a few tens
+// of milliseconds and is the media supervisor's to handle; a worker that
+// keeps failing makes the whole unit failed, which hands everything over.
+const carriedGrace = time.Second
 
 // Machine is one unit's side of the pair protocol: a pure state machine.
 // Time is the now argument of every call, a monotonic reading. It is not
@@ -118,13 +138,16 @@ type Machine struct {
 }
 
 type stream struct {
-	cfg      Stream
-	known    bool // SetLocal was called: until then the media's view is unknown, not bad
-	epoch    uint32
-	hasStart bool
-	start    uint16
-	phase    Phase
-	local    Local
+	cfg   Stream
+	known bool // SetLocal was called: until then the media's view is unknown, not bad
+	// uncarriedSince is when the media last stopped carrying the stream
+	// (0 while it carries it).
+	uncarriedSince time.Duration
+	epoch          uint32
+	hasStart       bool
+	start          uint16
+	phase          Phase
+	local          Local
 
 	peer   Entry
 	peerAt time.Duration // when the peer's entry arrived; 0 never
@@ -293,7 +316,14 @@ func (m *Machine) SetUnit(now time.Duration, s UnitState, reason string) {
 // it at the next Tick.
 func (m *Machine) SetLocal(now time.Duration, i int, l Local) {
 	if i >= 0 && i < len(m.streams) {
-		m.streams[i].local, m.streams[i].known = l, true
+		s := m.streams[i]
+		switch {
+		case l.Carried:
+			s.uncarriedSince = 0
+		case s.uncarriedSince == 0:
+			s.uncarriedSince = now
+		}
+		s.local, s.known = l, true
 	}
 }
 
@@ -559,7 +589,7 @@ func (m *Machine) bitrate(s *stream) uint64 {
 
 // update applies every rule that depends on time or on what changed.
 func (m *Machine) update(now time.Duration) {
-	if m.starting && (now-m.born >= m.d+m.hb || m.wholeTable) {
+	if m.starting && (now-m.born >= max(m.d+m.hb, minStartupWait) || m.wholeTable) {
 		m.starting = false
 		m.dirty = true
 	}
@@ -762,7 +792,7 @@ func (m *Machine) trigger(now time.Duration, s *stream) (reason string, alarm bo
 		return m.cfg.Self + " is draining", true
 	case m.health == Failed:
 		return m.cfg.Self + " cannot carry streams", true
-	case !s.local.Carried:
+	case !s.local.Carried && now-s.uncarriedSince >= carriedGrace:
 		return "no worker carries it on " + m.cfg.Self, true
 	case !s.local.LinkUp:
 		return "its media link is down on " + m.cfg.Self, true
@@ -841,9 +871,9 @@ func (m *Machine) step(now time.Duration, i int, live bool) {
 				return
 			}
 		}
-		if now-s.prepareAt >= vipPrepareTimeout*m.hb {
+		if now-s.prepareAt >= max(vipPrepareTimeout*m.hb, vipPrepareMin) {
 			s.timedOut = true
-			m.al.set(CannotHandOver, s.cfg.Name, true, fmt.Sprintf("%s: %s did not report its ring within %d heartbeats; handed over anyway, packets sent while the address moved may be lost", s.cfg.Name, m.cfg.Peer, vipPrepareTimeout))
+			m.al.set(CannotHandOver, s.cfg.Name, true, fmt.Sprintf("%s: %s did not report its ring within %v; handed over anyway, packets sent while the address moved may be lost", s.cfg.Name, m.cfg.Peer, max(vipPrepareTimeout*m.hb, vipPrepareMin)))
 			m.stop(now, i)
 		}
 	case PhaseStopping:

@@ -109,6 +109,9 @@ func healthy() Local {
 
 // tick advances the clock by one heartbeat and ticks, every stream healthy
 // unless set otherwise.
+// startTicks is how many heartbeats a unit that hears nobody starts for.
+var startTicks = int(max(3*hb+hb, minStartupWait) / hb)
+
 func (r *rig) tick(n int, locals ...Local) {
 	for range n {
 		r.now += hb
@@ -207,9 +210,9 @@ func TestStartupClaimsPreferredOnceTheTableArrives(t *testing.T) {
 
 func TestStartupWaitsThenClaimsAloneWithoutWitness(t *testing.T) {
 	r := newRig(t, baseConfig(Stream{Name: "s1", Prefer: "alpha"}, Stream{Name: "s2", Prefer: "bravo"}))
-	r.tick(3)
+	r.tick(startTicks - 1)
 	r.expect()
-	r.tick(1) // D + heartbeat: starting ends; bravo silent, so alpha takes s2 too
+	r.tick(1) // minStartupWait: starting ends; bravo silent, so alpha takes s2 too
 	r.expect("+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1", "forward s1", "forward s2")
 }
 
@@ -410,7 +413,8 @@ func TestVIPHandoverGoesAheadAfterTimeout(t *testing.T) {
 	r.tickHearing(1, ready(0, 1))
 	r.acts = nil
 	r.m.SetUnit(r.now, Draining, "temp:cpu critical")
-	r.tickHearing(vipPrepareTimeout-1, ready(0, 1))
+	prepareTicks := int(max(vipPrepareTimeout*hb, vipPrepareMin) / hb)
+	r.tickHearing(prepareTicks-1, ready(0, 1))
 	r.expect()
 	r.tickHearing(1, ready(0, 1))
 	r.expect("+pair.cannot-hand-over s1", "standby s1", "vip s1 off")
@@ -452,7 +456,7 @@ func TestPreemptionWaitsForTheHold(t *testing.T) {
 	cfg := baseConfig(Stream{Name: "s1", Prefer: "bravo"})
 	cfg.Preempt, cfg.PreemptHold = true, 100*time.Millisecond
 	r := newRig(t, cfg)
-	r.tick(4) // bravo silent: alpha takes s1
+	r.tick(startTicks) // bravo silent: alpha takes s1
 	r.acts = nil
 	// bravo returns, up: s1 moves back only after it has been up for the hold.
 	r.tickHearing(10, ready(0, 1))
@@ -473,7 +477,7 @@ func TestPreemptionWaitsForTheHold(t *testing.T) {
 
 func TestWithoutPreemptStreamsStay(t *testing.T) {
 	r := newRig(t, baseConfig(Stream{Name: "s1", Prefer: "bravo"}))
-	r.tick(4)
+	r.tick(startTicks)
 	r.acts = nil
 	r.tickHearing(200, ready(0, 1))
 	r.expect("-pair.peer-lost bravo", "-pair.path-down 0", "-pair.path-down 1")

@@ -232,6 +232,9 @@ func (w *world) inject(f fault) {
 			return
 		}
 		flags := map[string][]bool{"notcarried": u.notCarried, "linkdown": u.linkDown}[f.kind]
+		if f.kind == "notcarried" && !flags[f.stream] {
+			u.notCarriedAt[f.stream] = w.now
+		}
 		flags[f.stream] = true
 		inc := u.inc
 		end(func() {
@@ -281,10 +284,15 @@ func (w *world) connected() bool {
 func (w *world) eligible(u *unit, i int) bool {
 	d, hb := w.cfg.Detect(), w.cfg.Heartbeat
 	if !u.alive || u.hung || u.health != Up || !u.streamOK(i) ||
-		w.now-u.bootAt < d+hb || (u.resumedAt != 0 && w.now-u.resumedAt < d+hb) {
+		w.now-u.bootAt < max(d+hb, minStartupWait) || (u.resumedAt != 0 && w.now-u.resumedAt < d+hb) {
 		return false
 	}
 	o := u.peer()
+	if o.alive && !o.hung && o.notCarried[i] && w.now-o.notCarriedAt[i] < carriedGrace && o.m.mine(o.m.streams[i].epoch) {
+		// The owner's worker is restarting: the media supervisor's to
+		// handle, for carriedGrace, before the stream moves.
+		return false
+	}
 	if !w.connected() && o.alive && !o.hung && !o.streamOK(i) && o.m.mine(o.m.streams[i].epoch) && !u.m.silent(u.m.lastCall) {
 		// A cut one way: the owner cannot carry the stream nor hear its
 		// peer to hand it over, and the peer hears it, so takes nothing.

@@ -152,6 +152,9 @@ type unit struct {
 	backlog    []func()
 	health     UnitState
 	notCarried []bool
+	// notCarriedAt is when each stream's worker last stopped carrying it:
+	// its owner waits carriedGrace before it hands the stream over.
+	notCarriedAt []time.Duration
 	linkDown   []bool
 	media      []*mstream
 	gen        int
@@ -196,7 +199,7 @@ func (u *unit) boot() {
 	u.alive, u.hung, u.bootAt, u.health = true, false, w.now, Up
 	u.backlog = nil
 	n := len(u.cfg.Streams)
-	u.notCarried, u.linkDown = make([]bool, n), make([]bool, n)
+	u.notCarried, u.linkDown, u.notCarriedAt = make([]bool, n), make([]bool, n), make([]time.Duration, n)
 	u.media = make([]*mstream, n)
 	for i := range u.media {
 		u.media[i] = &mstream{}
