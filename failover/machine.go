@@ -349,6 +349,12 @@ func (m *Machine) Receive(now time.Duration, path int, msg Message) {
 	}
 	m.heard = now
 	m.peerVersion, m.peerDigest = msg.Version, msg.Digest
+	if msg.Version == Version && msg.State != m.peerState {
+		// A peer in disagreement still says what state it is in (the
+		// operator sees it); only another version's body is unreadable.
+		m.peerState = msg.State
+		m.peerUpSince = 0
+	}
 	if msg.Version != Version || msg.Digest != m.digest {
 		m.agree = false
 		m.update(now)
@@ -356,10 +362,6 @@ func (m *Machine) Receive(now time.Duration, path int, msg Message) {
 		return
 	}
 	m.agree = true
-	if msg.State != m.peerState {
-		m.peerState = msg.State
-		m.peerUpSince = 0
-	}
 	if m.peerState == Up && m.peerUpSince == 0 {
 		m.peerUpSince = now
 	}

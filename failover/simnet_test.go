@@ -155,9 +155,9 @@ type unit struct {
 	// notCarriedAt is when each stream's worker last stopped carrying it:
 	// its owner waits carriedGrace before it hands the stream over.
 	notCarriedAt []time.Duration
-	linkDown   []bool
-	media      []*mstream
-	gen        int
+	linkDown     []bool
+	media        []*mstream
+	gen          int
 
 	peerInc  uint64
 	echoSent []time.Duration

@@ -171,6 +171,11 @@ func runScenario(ctx context.Context, r *rig, sc Scenario, mode string, progress
 		if err := r.reset(ctx, mode, sc.Witness); err != nil {
 			return Row{}, fmt.Errorf("run %d: preparing the units: %w", i+1, err)
 		}
+		if sc.setup != nil {
+			if err := sc.setup(ctx, r); err != nil {
+				return Row{}, fmt.Errorf("run %d: setting the scene: %w", i+1, r.withLogs(err))
+			}
+		}
 		t, err := r.measure(ctx, sc.inject)
 		if err != nil {
 			return Row{}, fmt.Errorf("run %d: %w", i+1, err)

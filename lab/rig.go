@@ -187,9 +187,15 @@ func (r *rig) ownership(ctx context.Context) ownership {
 	return o
 }
 
-// settled says every unit answered and every stream has one owner.
+// settled says every running unit answered and every stream has one owner.
 func (r *rig) settled(o ownership) bool {
-	if len(o.seen) != len(r.units()) {
+	running := 0
+	for _, u := range r.units() {
+		if u.running() {
+			running++
+		}
+	}
+	if running == 0 || len(o.seen) != running {
 		return false
 	}
 	for i := 0; i < r.opts.Streams; i++ {
@@ -251,7 +257,8 @@ func (r *rig) withLogs(err error) error {
 }
 
 func (r *rig) startWitness() error {
-	cmd := exec.Command(r.opts.Binary, "witness", "--listen", WitnessAddr.String(), "--key-file", filepath.Join(r.a.spec.Dir, "pair.key"))
+	cmd := exec.Command(r.opts.Binary, "witness", "--listen", WitnessAddr.String(), "--key-file", filepath.Join(r.a.spec.Dir, "pair.key"),
+		"--state", filepath.Join(r.dir, "witness.json"))
 	lf, err := os.Create(filepath.Join(r.dir, "witness.log"))
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -32,8 +33,11 @@ type Scenario struct {
 	Pair     bool   // needs two units; false runs one unit alone (mode lone)
 	Witness  bool   // starts the witness in the client namespace
 	Criteria string // what passing means, as printed
-	inject   func(ctx context.Context, t *trial) error
-	checks   []check
+	// setup, when set, runs after the pair is ready and before recording:
+	// what the scenario starts from rather than what it measures.
+	setup  func(ctx context.Context, r *rig) error
+	inject func(ctx context.Context, t *trial) error
+	checks []check
 }
 
 // check judges a scenario's runs in one mode: "" when they pass, else why not.
@@ -58,8 +62,8 @@ func Scenarios() []Scenario {
 			inject: injectPairCut},
 		{Name: "pair-link-cut-witness", Pair: true, Witness: true, Criteria: "with a witness: never two forwarders",
 			inject: injectPairCut, checks: []check{zero("ms with two forwarders", twoOf)}},
-		{Name: "return", Pair: true, Criteria: "A loses power, then starts again and rejoins: 0 lost",
-			inject: injectReturn, checks: []check{zero("lost", lostOf)}},
+		{Name: "return", Pair: true, Criteria: "A, powered off and its streams on B, starts again and rejoins: 0 lost",
+			setup: setupReturn, inject: injectReturn, checks: []check{zero("lost", lostOf)}},
 		{Name: "crash-loop", Pair: true, Criteria: "A's worker killed until the media supervisor gives up: the stream moves to B",
 			inject: injectCrashLoop, checks: []check{expect("the stream moved to the peer", func(t *trial) *bool { return t.moved }, true)}},
 		{Name: "planned", Pair: true, Criteria: "appliance handover of A's streams: 0 lost, 0 duplicates",
@@ -278,19 +282,37 @@ func injectPairCut(ctx context.Context, t *trial) error {
 	return t.waitSettled(ctx, 10*time.Second)
 }
 
-func injectReturn(ctx context.Context, t *trial) error {
-	if err := injectPowerLoss(ctx, t); err != nil {
+// setupReturn powers A off and waits for B to carry everything: the
+// return is measured from there.
+func setupReturn(ctx context.Context, r *rig) error {
+	t := &trial{rig: r, owners: map[string]netip.Addr{}}
+	o := r.ownership(ctx)
+	for name, us := range o.owner {
+		t.owners[name] = us[0].spec.Addr
+	}
+	names := t.ownedBy(r.a)
+	if err := powerOff(t); err != nil {
+		return err
+	}
+	if err := t.waitMoved(ctx, names, r.b, 10*time.Second); err != nil {
 		return err
 	}
 	for _, l := range []string{"eth0", "pair0", "pair1"} {
-		if err := t.rig.topo.SetLink(UnitA, l, true); err != nil {
+		if err := r.topo.SetLink(UnitA, l, true); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+func injectReturn(ctx context.Context, t *trial) error {
 	if err := t.rig.a.start(); err != nil {
 		return err
 	}
-	return t.waitSettled(ctx, 20*time.Second)
+	return poll(ctx, 20*time.Second, "A back, and every stream owned once", func(ctx context.Context) bool {
+		o := t.rig.ownership(ctx)
+		return o.seen[t.rig.a] && t.rig.settled(o)
+	})
 }
 
 func injectCrashLoop(ctx context.Context, t *trial) error {

@@ -17,12 +17,12 @@ type StreamStatus struct {
 	// State is starting, running, idle (no input for a second), restarting
 	// (its worker is being replaced), failed (not carried: Error says why)
 	// or stopped (the unit gave up).
-	State     string         `json:"state"`
-	Role      string         `json:"role"` // forward or standby here; the API says active or standby
+	State string `json:"state"`
+	Role  string `json:"role"` // forward or standby here; the API says active or standby
 	// Owner and Epoch are the pair's: the unit that forwards the stream and
 	// the epoch of its ownership. Set by the unit, not by media.
-	Owner string `json:"owner,omitempty"`
-	Epoch uint32 `json:"epoch"`
+	Owner     string         `json:"owner,omitempty"`
+	Epoch     uint32         `json:"epoch"`
 	Error     string         `json:"error,omitempty"`
 	Worker    int            `json:"worker"` // -1 while not placed
 	WorkerPID int            `json:"worker_pid"`

@@ -53,6 +53,11 @@ type Handler interface {
 	// the call. A message with another protocol version carries only its
 	// Version.
 	Receive(now time.Duration, path int, m failover.Message)
+	// PeerHeard follows a Receive whose message echoed one of ours: sentAt
+	// is when this unit sent the newest message the peer had received on
+	// that path. It proves the peer hears this unit, which hearing the
+	// peer does not.
+	PeerHeard(now, sentAt time.Duration)
 	// WitnessAnswer delivers the witness's answer to the request sent at
 	// sentAt (on the same clock as now).
 	WitnessAnswer(now, sentAt time.Duration, lease, takeover bool)

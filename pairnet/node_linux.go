@@ -368,6 +368,9 @@ func (n *Node) drainPath(i int, p *pathState, h Handler) {
 		p.c.received.Add(1)
 		p.c.lastHeard.Store(int64(now))
 		h.Receive(now, i, n.msg)
+		if e := time.Duration(n.tim.echo); e > 0 && e <= now {
+			h.PeerHeard(now, e)
+		}
 	}
 }
 

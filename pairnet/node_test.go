@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"appliance/failover"
+	"appliance/internal/clock"
 	"appliance/internal/testutil"
 )
 
@@ -48,6 +49,7 @@ type recorder struct {
 	got      []received
 	answers  []answer
 	ticks    atomic.Int64
+	echoed   atomic.Int64 // the newest of our send times the peer echoed
 	sendWith failover.Message
 }
 
@@ -67,6 +69,13 @@ func (r *recorder) Tick(now time.Duration) {
 	if r.witness {
 		r.node.AskWitness(false, true)
 	}
+}
+
+func (r *recorder) PeerHeard(now, sentAt time.Duration) {
+	if sentAt > now {
+		panic("an echoed send time in the future")
+	}
+	r.echoed.Store(int64(sentAt))
 }
 
 func (r *recorder) Receive(now time.Duration, path int, m failover.Message) {
@@ -181,6 +190,14 @@ func TestTwoNodes(t *testing.T) {
 		s := na.Stats()
 		return s.Paths[0].Received > 0 && s.Paths[1].Received > 0 && s.Paths[0].RTT > 0 && s.Paths[1].RTT > 0
 	})
+	// Each side learns that the other hears it: the echo of its own send
+	// time, no older than a few heartbeats.
+	for _, r := range []*recorder{ra, rb} {
+		testutil.Eventually(t, 5*time.Second, "the peer echoing our send times", func() bool {
+			e := r.echoed.Load()
+			return e > 0 && clock.Mono()-time.Duration(e) < time.Second
+		})
+	}
 	for _, r := range ra.snapshot() {
 		if int(r.m.Path) != r.path {
 			t.Fatalf("message on path %d says it was sent on %d", r.path, r.m.Path)
@@ -480,6 +497,7 @@ type nopHandler struct{ n int }
 
 func (*nopHandler) Tick(time.Duration)                             {}
 func (h *nopHandler) Receive(time.Duration, int, failover.Message) { h.n++ }
+func (*nopHandler) PeerHeard(time.Duration, time.Duration)         {}
 func (*nopHandler) WitnessAnswer(_, _ time.Duration, _, _ bool)    {}
 
 func waitReadable(t testing.TB, fd int) {

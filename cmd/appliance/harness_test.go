@@ -111,8 +111,14 @@ func withPrivateState(cfg, dir string) string {
 func startUnit(t testing.TB, cfg string) *unitProc {
 	t.Helper()
 	dir := t.TempDir()
+	return startUnitIn(t, dir, withPrivateState(cfg, dir))
+}
+
+// startUnitIn is startUnit with the unit's directory (its config, and
+// whatever the config puts there) chosen by the caller.
+func startUnitIn(t testing.TB, dir, cfg string) *unitProc {
+	t.Helper()
 	path := filepath.Join(dir, "unit.yaml")
-	cfg = withPrivateState(cfg, dir)
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -49,6 +49,7 @@ type pairUnit struct {
 	lastUnit failover.UnitState
 	lastWhy  string
 	ticks    int
+	echoed   time.Duration // the newest send time of ours the peer echoed
 
 	local        atomic.Pointer[localView] // feeder -> loop
 	view         atomic.Pointer[pairView]  // loop -> API
@@ -252,11 +253,14 @@ func (p *pairUnit) Tick(now time.Duration) {
 
 // Receive implements pairnet.Handler.
 func (p *pairUnit) Receive(now time.Duration, path int, msg failover.Message) {
-	if p.muted.Load() {
-		return
-	}
 	p.drain(now)
 	p.m.Receive(now, path, msg)
+}
+
+// PeerHeard implements pairnet.Handler.
+func (p *pairUnit) PeerHeard(now, sentAt time.Duration) {
+	p.echoed = max(p.echoed, sentAt)
+	p.m.PeerHeard(now, sentAt)
 }
 
 // WitnessAnswer implements pairnet.Handler.
@@ -329,7 +333,10 @@ func (p *pairUnit) AskWitness(takeover bool) {
 	if p.muted.Load() {
 		return
 	}
-	p.node.AskWitness(takeover, p.hearsPeer())
+	// The peer hears this unit when it recently echoed one of its
+	// messages: hearing the peer alone proves nothing to the witness.
+	hears := p.echoed > 0 && p.u.clk.Mono()-p.echoed < p.detect+p.fc.Heartbeat
+	p.node.AskWitness(takeover, hears)
 }
 
 // Alarm implements failover.Env.
@@ -350,15 +357,6 @@ func (p *pairUnit) enqueue(op pairOp) {
 		// carried.
 		p.u.log.Error("pair: media queue full; a role change was dropped", "stream", p.streams[op.stream].Name)
 	}
-}
-
-func (p *pairUnit) hearsPeer() bool {
-	for _, ps := range p.node.Stats().Paths {
-		if ps.Heard && ps.LastHeard < p.detect {
-			return true
-		}
-	}
-	return false
 }
 
 // --- the media goroutine ---

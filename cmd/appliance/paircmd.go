@@ -3,10 +3,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"time"
 
 	"appliance/config"
@@ -87,12 +90,13 @@ func cmdWitness(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("witness", stderr)
 	listen := fs.String("listen", "", "IP:PORT to answer on (required); the units' pair.witness")
 	keyFile := fs.String("key-file", "", "the pair's shared key file, as the units' pair.key_file (required)")
+	state := fs.String("state", "/var/lib/appliance/witness.json", "where the witness keeps which units it fenced, across restarts")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	ap, err := parseHostPort("listen", *listen)
-	if err != nil || *keyFile == "" {
-		fmt.Fprintln(stderr, "appliance witness: --listen IP:PORT and --key-file FILE are required")
+	if err != nil || *keyFile == "" || *state == "" {
+		fmt.Fprintln(stderr, "appliance witness: --listen IP:PORT, --key-file FILE and --state FILE are required")
 		return errUsage
 	}
 	key, err := config.ReadKey(*keyFile)
@@ -100,17 +104,95 @@ func cmdWitness(ctx context.Context, args []string, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "appliance witness:", err)
 		return errReported
 	}
+	fenced, err := loadFences(*state)
+	if err != nil {
+		fmt.Fprintln(stderr, "appliance witness:", err)
+		return errReported
+	}
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("pid", os.Getpid())
-	log.Info("witness answering", "listen", ap.String())
-	return pairnet.ServeWitness(ctx, ap, key, witnessLogic{failover.NewWitness()}, log)
+	log.Info("witness answering", "listen", ap.String(), "state", *state, "fenced", fenced)
+	l := &witnessLogic{w: failover.RestoreWitness(fenced), path: *state, saved: fenced, log: log}
+	return pairnet.ServeWitness(ctx, ap, key, l, log)
 }
 
-// witnessLogic adapts failover's witness to what pairnet serves.
-type witnessLogic struct{ w *failover.Witness }
+// witnessLogic adapts failover's witness to what pairnet serves, and keeps
+// its fences on disk: a witness that forgot, after a restart, that it let
+// one unit take the other's streams could let the other forward them too.
+type witnessLogic struct {
+	w     *failover.Witness
+	path  string
+	saved []string
+	log   *slog.Logger
+}
 
-// Ask implements pairnet.WitnessLogic.
-func (l witnessLogic) Ask(now time.Duration, r pairnet.WitnessRequest) pairnet.WitnessAnswer {
+// Ask implements pairnet.WitnessLogic. A changed fence is on disk before
+// the answer that follows from it leaves.
+func (l *witnessLogic) Ask(now time.Duration, r pairnet.WitnessRequest) pairnet.WitnessAnswer {
 	a := l.w.Ask(now, failover.WitnessRequest{Unit: r.Unit, Peer: r.Peer, Takeover: r.Takeover,
 		HearsPeer: r.HearsPeer, Detect: r.Detect, Heartbeat: r.Heartbeat})
+	f := l.w.Fenced()
+	slices.Sort(f)
+	if !slices.Equal(f, l.saved) {
+		if err := saveFences(l.path, f); err != nil {
+			// Unsaved, the grant must not go out.
+			l.log.Error("witness: keeping the fences; this answer grants nothing", "err", err)
+			return pairnet.WitnessAnswer{}
+		}
+		l.saved = f
+	}
 	return pairnet.WitnessAnswer{Lease: a.Lease, Takeover: a.Takeover}
+}
+
+type fenceFile struct {
+	Fenced []string `json:"fenced"`
+}
+
+func loadFences(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the witness state %s: %w", path, err)
+	}
+	var f fenceFile
+	if err := json.Unmarshal(b, &f); err != nil {
+		return nil, fmt.Errorf("the witness state %s is damaged (%v); if no unit is fenced, remove it", path, err)
+	}
+	slices.Sort(f.Fenced)
+	return f.Fenced, nil
+}
+
+// saveFences writes the state atomically: a crash leaves the old file or
+// the new one, never half of one.
+func saveFences(path string, fenced []string) error {
+	b, _ := json.Marshal(fenceFile{Fenced: fenced})
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".witness-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
 }
