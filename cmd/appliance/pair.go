@@ -50,6 +50,7 @@ type pairUnit struct {
 	lastWhy  string
 	ticks    int
 	echoed   time.Duration // the newest send time of ours the peer echoed
+	pending  bool          // media operations were queued since the last flush
 
 	local        atomic.Pointer[localView] // feeder -> loop
 	view         atomic.Pointer[pairView]  // loop -> API
@@ -74,6 +75,7 @@ const (
 	opHoldVIP
 	opReleaseVIP
 	opDrillStop // a power-loss drill stops a stream behind the machine's back
+	opFlush     // the end of what one call into the machine asked for
 )
 
 type pairOp struct {
@@ -245,6 +247,7 @@ func (p *pairUnit) Tick(now time.Duration) {
 		p.m.SetLocal(now, idx, l)
 	}
 	p.m.Tick(now)
+	p.flushOps()
 	p.ticks++
 	if p.ticks%10 == 0 || p.fastView.Load() {
 		p.publish(now)
@@ -255,12 +258,14 @@ func (p *pairUnit) Tick(now time.Duration) {
 func (p *pairUnit) Receive(now time.Duration, path int, msg failover.Message) {
 	p.drain(now)
 	p.m.Receive(now, path, msg)
+	p.flushOps()
 }
 
 // PeerHeard implements pairnet.Handler.
 func (p *pairUnit) PeerHeard(now, sentAt time.Duration) {
 	p.echoed = max(p.echoed, sentAt)
 	p.m.PeerHeard(now, sentAt)
+	p.flushOps()
 }
 
 // WitnessAnswer implements pairnet.Handler.
@@ -269,6 +274,17 @@ func (p *pairUnit) WitnessAnswer(now, sentAt time.Duration, lease, takeover bool
 		return
 	}
 	p.m.WitnessAnswer(now, sentAt, lease, takeover)
+	p.flushOps()
+}
+
+// flushOps tells the media goroutine that what the machine asked for in
+// this call is all queued: a takeover of hundreds of streams then goes to
+// the workers as one batch, not as many small ones.
+func (p *pairUnit) flushOps() {
+	if p.pending {
+		p.pending = false
+		p.enqueue(pairOp{kind: opFlush})
+	}
 }
 
 // drain hands the machine what arrived from the other goroutines.
@@ -349,6 +365,9 @@ func (p *pairUnit) Alarm(a failover.Alarm) {
 }
 
 func (p *pairUnit) enqueue(op pairOp) {
+	if op.kind != opFlush && op.kind != opDrillStop {
+		p.pending = true
+	}
 	select {
 	case p.ops <- op:
 	default:
@@ -377,17 +396,45 @@ func (p *pairUnit) runMedia(ctx context.Context) {
 			p.checkVIPs(now-last > 5*vipCheck)
 			last = now
 		case op := <-p.ops:
-			batch = append(batch[:0], op)
+			batch = batch[:0]
+			whole := false
+			add := func(op pairOp) {
+				if op.kind == opFlush || op.kind == opDrillStop {
+					whole = true
+				}
+				if op.kind != opFlush {
+					batch = append(batch, op)
+				}
+			}
+			add(op)
+			// Wait for the rest of what the machine asked for in the same
+			// call (it is queued within microseconds), so that it goes to
+			// the workers as one batch.
+			if !whole {
+				wait := time.NewTimer(batchWait)
+			rest:
+				for !whole {
+					select {
+					case op := <-p.ops:
+						add(op)
+					case <-wait.C:
+						break rest
+					}
+				}
+				wait.Stop()
+			}
 		more:
 			for {
 				select {
 				case op := <-p.ops:
-					batch = append(batch, op)
+					add(op)
 				default:
 					break more
 				}
 			}
-			p.apply(ctx, batch)
+			if len(batch) > 0 {
+				p.apply(ctx, batch)
+			}
 		}
 	}
 }
@@ -400,8 +447,12 @@ func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 		if len(changes) == 0 {
 			return
 		}
+		t0 := p.u.clk.Mono()
 		outs := p.u.media.SetRoles(ctx, changes)
 		now := p.u.clk.Mono()
+		if len(changes) > 1 {
+			p.u.log.Info("pair: role changes", "streams", len(changes), "took", now-t0)
+		}
 		for i, o := range outs {
 			op := which[i]
 			if o.Err != nil {
@@ -459,6 +510,9 @@ const (
 	vipAnnounceFor = 10 * time.Second // give up announcing after this; the operator sees the stream idle
 	vipCheck       = 100 * time.Millisecond
 )
+
+// batchWait bounds the wait for the end of one call's operations.
+const batchWait = 5 * time.Millisecond
 
 // vipState is one stream's virtual IP on this unit (the media goroutine's).
 type vipState struct {
