@@ -89,6 +89,10 @@ const (
 // the streams wherever the faster unit put them.
 const minStartupWait = time.Second
 
+// linkRewind is how many packets before the agreed start a peer resends
+// when a stream moves because its media link went down here.
+const linkRewind uint16 = 16
+
 // carriedGrace is how long a stream may be without a worker before its
 // owner hands it to the peer. A worker restart costs the stream a few tens
 // of milliseconds and is the media supervisor's to handle; a worker that
@@ -494,6 +498,12 @@ func (m *Machine) finishHandover(now time.Duration, i int, last uint16, ok bool)
 	e := m.nextEpoch(s, false)
 	if ok {
 		s.hasStart, s.start = true, last+1
+		if !s.local.LinkUp && !s.cfg.VIP {
+			// The media link went down under the last packets this unit
+			// sent: the peer sends them again from its ring. A decoder
+			// drops what it already has; it cannot recover what was lost.
+			s.start -= linkRewind
+		}
 	}
 	s.epoch, s.moved = e, now
 	s.phase, s.prepare, s.operator, s.timedOut = PhaseStandby, false, false, false
