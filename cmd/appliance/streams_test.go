@@ -289,7 +289,7 @@ func TestStandbyToForward(t *testing.T) {
 	if got.Received != sent.Sent || got.Lost != 0 || got.Duplicates != 0 || got.SeqDiscontinuities != 0 || got.SSRCChanges != 0 || got.SSRC != 0x5151 {
 		t.Errorf("across standby and forward from %s: %+v; want every packet once, one SSRC, continuous", from, got)
 	}
-	if s := u.stream("s0"); s.Role != "forward" || s.Replayed == 0 {
+	if s := u.stream("s0"); s.Role != "active" || s.Replayed == 0 {
 		t.Errorf("after forward: role %s, replayed %d", s.Role, s.Replayed)
 	}
 }

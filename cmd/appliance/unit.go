@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -123,6 +124,14 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		cfg.Status.Listen = *listen
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if cfg.Pair != nil {
+		// The heartbeat loop runs on a real-time thread, but after every
+		// system call it needs one of the runtime's Ps to go on. With only
+		// one per core, the Ps can all be held by threads a busy machine
+		// has preempted, and the heartbeat waits for them: spare Ps (idle
+		// ones cost nothing) keep one free for it.
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + spareProcs)
+	}
 	// Workers are this very binary, even if the file is replaced under a
 	// running unit (an update): they always speak the parent's protocol.
 	// ps shows them under the binary's name.
@@ -136,6 +145,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	return u.run(ctx)
 }
+
+// spareProcs is how many Ps a paired unit's parent has beyond one per core.
+const spareProcs = 4
 
 // defaultControlSocket is where `reload` and `role` look without --socket
 // or --config: the default of control.socket.
