@@ -1,5 +1,7 @@
 package failover
 
+import "strconv"
+
 // AlarmKind names a condition the pair raises and clears.
 type AlarmKind uint8
 
@@ -16,22 +18,24 @@ const (
 	WitnessUnreachable                      // no witness answer for D
 )
 
+// alarmNames are for logs and test output. The condition each raises is
+// named once, in package health; the unit maps one to the other.
 var alarmNames = [...]string{
-	PeerLost:           "pair.peer-lost",
-	PathDown:           "pair.path-down",
-	Mismatch:           "pair.mismatch",
-	CannotHandOver:     "pair.cannot-hand-over",
-	OverCapacity:       "pair.over-capacity",
-	Fenced:             "pair.fenced",
-	WitnessUnreachable: "pair.witness-unreachable",
+	PeerLost:           "PeerLost",
+	PathDown:           "PathDown",
+	Mismatch:           "Mismatch",
+	CannotHandOver:     "CannotHandOver",
+	OverCapacity:       "OverCapacity",
+	Fenced:             "Fenced",
+	WitnessUnreachable: "WitnessUnreachable",
 }
 
-// String is the alarm's name as the status page and the events show it.
+// String is the alarm kind's Go name.
 func (k AlarmKind) String() string {
 	if int(k) < len(alarmNames) && alarmNames[k] != "" {
 		return alarmNames[k]
 	}
-	return "pair.unknown"
+	return "AlarmKind(" + strconv.Itoa(int(k)) + ")"
 }
 
 // Alarm raises (On) or clears a condition. Msg says what happened and what to do.

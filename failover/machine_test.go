@@ -10,7 +10,7 @@ import (
 
 // The tests drive one machine with a scripted peer and clock, and assert the
 // actions each rule produces, written as short lines ("forward s1 from 42",
-// "standby s1", "vip s1 on", "+pair.peer-lost bravo").
+// "standby s1", "vip s1 on", "+PeerLost bravo").
 
 const hb = 10 * time.Millisecond
 
@@ -213,7 +213,7 @@ func TestStartupWaitsThenClaimsAloneWithoutWitness(t *testing.T) {
 	r.tick(startTicks - 1)
 	r.expect()
 	r.tick(1) // minStartupWait: starting ends; bravo silent, so alpha takes s2 too
-	r.expect("+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1", "forward s1", "forward s2")
+	r.expect("+PeerLost bravo", "+PathDown 0", "+PathDown 1", "forward s1", "forward s2")
 }
 
 func TestNewerEpochWinsAtOnce(t *testing.T) {
@@ -250,7 +250,7 @@ func TestDisagreeingPeerNeverCausesTakeover(t *testing.T) {
 			bad(&m)
 			r.recv(m)
 		}
-		r.expect("+pair.mismatch")
+		r.expect("+Mismatch")
 		if e := r.lastEntry(0); e.Epoch != 2 {
 			t.Fatalf("epoch %d after a disagreeing peer, want 2", e.Epoch)
 		}
@@ -259,7 +259,7 @@ func TestDisagreeingPeerNeverCausesTakeover(t *testing.T) {
 		}
 		// Agreement returns: the alarm clears once.
 		r.tickHearing(2, Entry{Index: 0, Epoch: 2, Forwarding: true})
-		r.expect("-pair.mismatch")
+		r.expect("-Mismatch")
 	}
 }
 
@@ -272,14 +272,14 @@ func TestTakeoverAfterSilence(t *testing.T) {
 	r.tick(2)
 	r.expect()
 	r.tick(1) // D after the last message
-	r.expect("+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1", "forward s1 from 42 cont 9")
+	r.expect("+PeerLost bravo", "+PathDown 0", "+PathDown 1", "forward s1 from 42 cont 9")
 	if e := r.lastEntry(0); e.Epoch != 3 || !e.HasStart || e.Start != 42 {
 		t.Fatalf("entry %+v, want epoch 3 start 42", e)
 	}
 	// The peer returns (restarted, knowing nothing): with preempt off the
 	// stream stays; the alarms clear once.
 	r.tickHearing(3, ready(0, 0))
-	r.expect("-pair.peer-lost bravo", "-pair.path-down 0", "-pair.path-down 1")
+	r.expect("-PeerLost bravo", "-PathDown 0", "-PathDown 1")
 	r.tickHearing(300, ready(0, 3))
 	r.expect()
 }
@@ -417,9 +417,9 @@ func TestVIPHandoverGoesAheadAfterTimeout(t *testing.T) {
 	r.tickHearing(prepareTicks-1, ready(0, 1))
 	r.expect()
 	r.tickHearing(1, ready(0, 1))
-	r.expect("+pair.cannot-hand-over s1", "standby s1", "vip s1 off")
+	r.expect("+CannotHandOver s1", "standby s1", "vip s1 off")
 	r.m.Stopped(r.now, 0, 10, true)
-	r.expect("-pair.cannot-hand-over s1")
+	r.expect("-CannotHandOver s1")
 }
 
 func TestDrainingHandsOverOrSaysWhyNot(t *testing.T) {
@@ -427,12 +427,12 @@ func TestDrainingHandsOverOrSaysWhyNot(t *testing.T) {
 	r.owning()
 	r.recv(r.msg(Entry{Index: 0, Epoch: 1})) // bravo cannot receive s1
 	r.m.SetUnit(r.now, Draining, "power.on-battery")
-	r.expect("+pair.cannot-hand-over s1")
+	r.expect("+CannotHandOver s1")
 	r.tick(1)
 	r.recv(r.msg(Entry{Index: 0, Epoch: 1}))
 	r.expect()
 	r.recv(r.msg(ready(0, 1)))
-	r.expect("-pair.cannot-hand-over s1", "standby s1")
+	r.expect("-CannotHandOver s1", "standby s1")
 	if st := r.m.Status(r.now); st.State != Draining || st.Streams[0].Phase != PhaseStopping {
 		t.Fatalf("status %+v", st)
 	}
@@ -464,7 +464,7 @@ func TestPreemptionWaitsForTheHold(t *testing.T) {
 	r.acts = nil
 	// bravo returns, up: s1 moves back only after it has been up for the hold.
 	r.tickHearing(10, ready(0, 1))
-	r.expect("-pair.peer-lost bravo", "-pair.path-down 0", "-pair.path-down 1")
+	r.expect("-PeerLost bravo", "-PathDown 0", "-PathDown 1")
 	r.tickHearing(1, ready(0, 1))
 	r.expect("standby s1")
 	r.m.Stopped(r.now, 0, 1, true)
@@ -484,7 +484,7 @@ func TestWithoutPreemptStreamsStay(t *testing.T) {
 	r.tick(startTicks)
 	r.acts = nil
 	r.tickHearing(200, ready(0, 1))
-	r.expect("-pair.peer-lost bravo", "-pair.path-down 0", "-pair.path-down 1")
+	r.expect("-PeerLost bravo", "-PathDown 0", "-PathDown 1")
 }
 
 func TestCapacityTakesByPriority(t *testing.T) {
@@ -498,14 +498,14 @@ func TestCapacityTakesByPriority(t *testing.T) {
 	r.tickHearing(1, Entry{Index: 0, Epoch: 2}, Entry{Index: 1, Epoch: 2}, Entry{Index: 2, Epoch: 2})
 	r.acts = nil
 	r.tick(3)
-	want := "+pair.over-capacity"
-	r.expect("+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1", "forward b", "forward c", want)
+	want := "+OverCapacity"
+	r.expect("+PeerLost bravo", "+PathDown 0", "+PathDown 1", "forward b", "forward c", want)
 	if a := r.alarmed[len(r.alarmed)-1]; !strings.Contains(a.Msg, " a:") && !strings.Contains(a.Msg, "for a") {
 		t.Fatalf("over-capacity message %q does not name stream a", a.Msg)
 	}
 	// The peer returns: it is carried again by its owner; the alarm clears.
 	r.tickHearing(1, Entry{Index: 0, Epoch: 2, Forwarding: true}, Entry{Index: 1, Epoch: 3}, Entry{Index: 2, Epoch: 3})
-	r.expect("-pair.peer-lost bravo", "-pair.path-down 0", "-pair.over-capacity", "-pair.path-down 1")
+	r.expect("-PeerLost bravo", "-PathDown 0", "-OverCapacity", "-PathDown 1")
 }
 
 func witnessRig(t *testing.T, prefer string) *rig {
@@ -525,14 +525,14 @@ func TestFencedWithoutLeaseOrPeer(t *testing.T) {
 	r.expect()
 	// The peer is silent and the witness stops answering.
 	r.tick(1)
-	r.expect("standby s1", "+pair.fenced", "+pair.witness-unreachable", "+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1")
+	r.expect("standby s1", "+Fenced", "+WitnessUnreachable", "+PeerLost bravo", "+PathDown 0", "+PathDown 1")
 	if st := r.m.Status(r.now); st.Streams[0].Phase != PhaseFenced || !st.Fenced {
 		t.Fatalf("status %+v", st)
 	}
 	// The witness answers again: alpha resumes, from after its last packet.
 	r.m.Stopped(r.now, 0, 99, true)
 	r.m.WitnessAnswer(r.now, r.now, true, false)
-	r.expect("forward s1 from 100", "-pair.fenced", "-pair.witness-unreachable")
+	r.expect("forward s1 from 100", "-Fenced", "-WitnessUnreachable")
 }
 
 func TestHearingAPeerThatDoesNotHearUsIsNoRight(t *testing.T) {
@@ -549,11 +549,11 @@ func TestHearingAPeerThatDoesNotHearUsIsNoRight(t *testing.T) {
 		}
 		r.m.PeerHeard(r.now, old)
 	}
-	r.expect("+pair.witness-unreachable", "standby s1", "+pair.fenced")
+	r.expect("+WitnessUnreachable", "standby s1", "+Fenced")
 	// Once bravo hears alpha again, and its entry for s1 came since,
 	// alpha resumes.
 	r.tickHearing(1, ready(0, 1))
-	r.expect("forward s1", "-pair.fenced")
+	r.expect("forward s1", "-Fenced")
 }
 
 func TestWitnessTakeoverNeedsTheGrant(t *testing.T) {
@@ -569,7 +569,7 @@ func TestWitnessTakeoverNeedsTheGrant(t *testing.T) {
 	}
 	r.m.WitnessAnswer(r.now, r.now, true, false)
 	tick(3, false)
-	r.expect("+pair.peer-lost bravo", "+pair.path-down 0", "+pair.path-down 1")
+	r.expect("+PeerLost bravo", "+PathDown 0", "+PathDown 1")
 	if !r.asks[len(r.asks)-1] {
 		t.Fatalf("asks %v: the last should ask for takeover", r.asks)
 	}

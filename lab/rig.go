@@ -187,15 +187,17 @@ func (r *rig) ownership(ctx context.Context) ownership {
 	return o
 }
 
-// settled says every running unit answered and every stream has one owner.
+// settled says every unit that should answer did (all but one the
+// scenario stopped) and every stream has one owner.
 func (r *rig) settled(o ownership) bool {
-	running := 0
+	expected := 0
 	for _, u := range r.units() {
-		if u.running() {
-			running++
+		if u.cmd != nil && !u.running() {
+			continue // powered off by the scenario
 		}
+		expected++
 	}
-	if running == 0 || len(o.seen) != running {
+	if expected == 0 || len(o.seen) != expected {
 		return false
 	}
 	for i := 0; i < r.opts.Streams; i++ {
