@@ -59,6 +59,12 @@ func (p *pairUnit) runDrill(ctx context.Context, scenario, only string) (control
 	started := p.u.clk.Now()
 	rec := status.Drill{Scenario: scenario, Started: started, Result: "running", Streams: len(names)}
 	p.addDrill(rec)
+	defer func() {
+		if rec.Result == "running" { // the caller went away mid-drill
+			rec.Result, rec.Detail = "failed", "interrupted: the drill's caller went away"
+			p.updateDrill(rec)
+		}
+	}()
 
 	p.fastView.Store(true)
 	defer p.fastView.Store(false)
@@ -68,9 +74,20 @@ func (p *pairUnit) runDrill(ctx context.Context, scenario, only string) (control
 	case control.DrillPlanned:
 		for _, n := range names {
 			reply := make(chan error, 1)
-			p.reqs <- pairReq{stream: p.index[n], reply: reply}
-			if e := <-reply; e != nil {
-				err = fmt.Errorf("stream %s: %w", n, e)
+			select {
+			case p.reqs <- pairReq{stream: p.index[n], reply: reply}:
+			case <-ctx.Done():
+				return control.DrillResult{}, ctx.Err()
+			}
+			select {
+			case e := <-reply:
+				if e != nil {
+					err = fmt.Errorf("stream %s: %w", n, e)
+				}
+			case <-ctx.Done():
+				return control.DrillResult{}, ctx.Err()
+			}
+			if err != nil {
 				break
 			}
 		}

@@ -638,10 +638,10 @@ func (p *pairUnit) localView() *localView {
 	lv := &localView{unit: failover.Up, linkUp: allTrue(len(p.streams))}
 	down := map[string]bool{}
 	anyMediaDown := false
-	media := map[string]bool{}
+	mediaLinks := map[string]bool{}
 	for _, l := range p.u.cfg.HW.Links {
 		if l.Role == "media" {
-			media[l.Name] = true
+			mediaLinks[l.Name] = true
 		}
 	}
 	for _, c := range p.u.health.Active() {
@@ -657,7 +657,7 @@ func (p *pairUnit) localView() *localView {
 				nic, _ = health.LinkMissing.SubjectOf(c.Name)
 			}
 			down[nic] = true
-			if media[nic] {
+			if mediaLinks[nic] {
 				anyMediaDown = true
 			}
 		}
@@ -801,7 +801,7 @@ func (p *pairUnit) report(rep *status.Report) {
 		DetectMs: ms(p.detect), Paths: []status.PairPath{}}
 	ns := p.node.Stats()
 	sp.Realtime = ns.Realtime
-	for i, ps := range ns.Paths {
+	for _, ps := range ns.Paths {
 		pp := status.PairPath{Local: ps.Local.String(), Remote: ps.Remote.String(), Sent: ps.Sent, Received: ps.Received,
 			Garbage: ps.Garbage, Forged: ps.Forged, Replayed: ps.Replayed, Version: ps.Version}
 		if ps.Heard {
@@ -811,7 +811,6 @@ func (p *pairUnit) report(rep *status.Report) {
 		if ps.RTT > 0 {
 			pp.RTTMs = ptr(ms(ps.RTT))
 		}
-		_ = i
 		sp.Paths = append(sp.Paths, pp)
 	}
 	if p.pc.Witness.IsValid() {
