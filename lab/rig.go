@@ -227,6 +227,8 @@ func (r *rig) placed(o ownership) bool {
 
 func (r *rig) waitReady(ctx context.Context) error {
 	var exited *unit
+	var settledAt time.Time
+	moved := map[string]bool{}
 	err := poll(ctx, r.opts.ReadyTimeout, "both units up and every stream forwarded by the unit it prefers", func(ctx context.Context) bool {
 		for _, u := range r.units() {
 			if !u.running() {
@@ -234,7 +236,12 @@ func (r *rig) waitReady(ctx context.Context) error {
 				return true
 			}
 		}
-		return r.placed(r.ownership(ctx))
+		o := r.ownership(ctx)
+		if r.placed(o) {
+			return true
+		}
+		r.place(ctx, o, &settledAt, moved)
+		return false
 	})
 	if err == nil && exited != nil {
 		err = fmt.Errorf("%s exited while starting", exited.spec.Name)
@@ -243,6 +250,38 @@ func (r *rig) waitReady(ctx context.Context) error {
 		return r.withLogs(err)
 	}
 	return nil
+}
+
+// placeAfter is how long a settled pair may keep a stream off its
+// preferred unit before the lab moves it there.
+const placeAfter = 2 * time.Second
+
+// place moves, with a planned handover, a stream that a unit took while its
+// peer was still starting (a unit that hears nobody for a second takes every
+// stream, and without preemption they stay): each scenario starts from every
+// stream on the unit it prefers.
+func (r *rig) place(ctx context.Context, o ownership, settledAt *time.Time, moved map[string]bool) {
+	if r.mode == Lone || !r.settled(o) {
+		*settledAt = time.Time{}
+		return
+	}
+	if settledAt.IsZero() {
+		*settledAt = time.Now()
+	}
+	if time.Since(*settledAt) < placeAfter {
+		return
+	}
+	for i := 0; i < r.opts.Streams; i++ {
+		name := streamName(i)
+		owner := o.owner[name][0]
+		if owner.spec.Name == preferOf(i) || moved[name] {
+			continue
+		}
+		moved[name] = true
+		if err := r.appliance(ctx, "handover", "--socket", owner.socket(), name); err != nil && r.opts.Progress != nil {
+			fmt.Fprintf(r.opts.Progress, "  placing %s on %s: %v\n", name, preferOf(i), err)
+		}
+	}
 }
 
 // withLogs adds the units' last log lines to an error, so a unit that
