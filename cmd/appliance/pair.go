@@ -39,7 +39,8 @@ type pairUnit struct {
 	detect  time.Duration
 
 	ops     chan pairOp
-	vips    []vipState // by stream; the media goroutine's
+	vips    []vipState       // by stream; the media goroutine's
+	vipProg []media.Progress // checkVIPs' reused buffer; the media goroutine's
 	results chan stopResult
 	alarms  chan failover.Alarm
 	reqs    chan pairReq
@@ -564,16 +565,16 @@ func (p *pairUnit) checkVIPs(late bool) {
 		return
 	}
 	now := p.u.clk.Mono()
-	var prog []media.Progress
+	read := false
 	for i := range p.vips {
 		vs := &p.vips[i]
 		if !vs.held || now-vs.announced < vipAnnounceGap || now-vs.heldAt > vipAnnounceFor {
 			continue
 		}
-		if prog == nil {
-			prog = p.u.media.ProgressOf(nil)
+		if !read {
+			p.vipProg, read = p.u.media.ProgressOf(p.vipProg), true
 		}
-		for _, pr := range prog {
+		for _, pr := range p.vipProg {
 			if pr.Name == p.streams[i].Name && (pr.InputAge < 0 || pr.InputAge > now-vs.announced) {
 				p.announce(i, now)
 			}

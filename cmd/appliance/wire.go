@@ -418,20 +418,25 @@ func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
 	return out, nil
 }
 
-// samePairStreams refuses a reload that would change which streams a paired
-// unit carries: both units' state machines index the same list, so that
+// samePairStreams refuses a reload that would change what the pair decides
+// on: both units' state machines index the same stream list and compare a
+// digest of it, and the machine is built once, at start. Such a change
 // takes a restart of each unit in turn.
 func samePairStreams(cur, next *config.Config) error {
 	key := func(c *config.Config) []string {
 		var out []string
 		for _, s := range c.Streams {
-			out = append(out, s.Name+" "+s.InputMode)
+			vip := ""
+			if s.VIP != nil {
+				vip = s.VIP.Address.String() + "@" + s.VIP.Interface
+			}
+			out = append(out, fmt.Sprintf("%s %s %s %s %d", s.Name, s.InputMode, vip, s.Prefer, s.Priority))
 		}
 		slices.Sort(out)
 		return out
 	}
 	if !slices.Equal(key(cur), key(next)) {
-		return errors.New("this unit is paired: adding or removing streams, or changing an input_mode, needs a restart (restart one unit, then the other; the streams move to the peer meanwhile); outputs and rewrite reload live")
+		return errors.New("this unit is paired: adding or removing streams, or changing an input_mode, vip, prefer or priority, needs a restart (restart one unit, then the other; the streams move to the peer meanwhile); outputs and rewrite reload live")
 	}
 	return nil
 }
