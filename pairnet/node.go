@@ -70,8 +70,13 @@ var ErrClosed = errors.New("pairnet: node closed")
 // metrics.
 type Stats struct {
 	Realtime bool // the loop thread runs under SCHED_FIFO
-	Paths    []PathStats
-	Witness  WitnessStats
+	// Late counts beats the loop made more than a heartbeat after they
+	// were due (the thread was held off); MaxLate is the longest delay.
+	// Either growing means the peer may have seen this unit as silent.
+	Late    uint64
+	MaxLate time.Duration
+	Paths   []PathStats
+	Witness WitnessStats
 }
 
 // Counters are kept per path and for the witness. Received counts live

@@ -31,6 +31,8 @@ type Node struct {
 	wakeFD int // eventfd: Run's poll wakes when ctx ends or Close is called
 
 	realtime atomic.Bool
+	late     atomic.Uint64
+	maxLate  atomic.Int64
 	tid      atomic.Int64 // the loop thread, while Run runs
 	running  atomic.Bool
 	closed   atomic.Bool
@@ -275,7 +277,18 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 		}
 		now := n.clk.Mono()
 		if now >= next {
+			// What arrived is read before the machine judges the peer's
+			// silence: a loop held off must not take a full socket for
+			// a silent peer.
+			n.drainAll(h)
+			now = n.clk.Mono()
 			h.Tick(now)
+			if late := now - next; late > n.o.Heartbeat {
+				n.late.Add(1)
+				if int64(late) > n.maxLate.Load() {
+					n.maxLate.Store(int64(late))
+				}
+			}
 			next += n.o.Heartbeat
 			if next <= now {
 				// Late by more than a beat (the thread was held off):
@@ -302,6 +315,16 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 			var b [8]byte
 			_, _ = unix.Read(n.wakeFD, b[:])
 		}
+	}
+}
+
+// drainAll reads whatever waits on every socket, without blocking.
+func (n *Node) drainAll(h Handler) {
+	for i, p := range n.paths {
+		n.drainPath(i, p, h)
+	}
+	if n.wit != nil {
+		n.drainWitness(h)
 	}
 }
 
@@ -521,7 +544,8 @@ func (n *Node) AskWitness(takeover, hearsPeer bool) {
 // called from any goroutine.
 func (n *Node) Stats() Stats {
 	now := n.clk.Mono()
-	s := Stats{Realtime: n.realtime.Load(), Paths: make([]PathStats, len(n.paths))}
+	s := Stats{Realtime: n.realtime.Load(), Late: n.late.Load(), MaxLate: time.Duration(n.maxLate.Load()),
+		Paths: make([]PathStats, len(n.paths))}
 	for i, p := range n.paths {
 		ps := PathStats{Local: p.local, Remote: p.remote, Counters: p.c.snapshot(),
 			RTT: time.Duration(p.c.rtt.Load())}

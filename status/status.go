@@ -44,10 +44,15 @@ type Pair struct {
 	PeerState string `json:"peer_state"`
 	// Agreement is false when the peer runs another protocol version or
 	// another stream list: no stream moves until they agree.
-	Agreement bool       `json:"agreement"`
-	State     string     `json:"state"`    // this unit's state as the peer is told it
-	Realtime  bool       `json:"realtime"` // heartbeats run at real-time priority
-	DetectMs  float64    `json:"detect_ms"`
+	Agreement bool    `json:"agreement"`
+	State     string  `json:"state"`    // this unit's state as the peer is told it
+	Realtime  bool    `json:"realtime"` // heartbeats run at real-time priority
+	DetectMs  float64 `json:"detect_ms"`
+	// LateBeats counts heartbeats sent more than a heartbeat interval
+	// late (the loop was held off); MaxLateMs is the longest delay. Late
+	// beats near the detection time can make the peer take over.
+	LateBeats uint64     `json:"late_beats"`
+	MaxLateMs float64    `json:"max_late_ms"`
 	Paths     []PairPath `json:"paths"`
 	Witness   *Witness   `json:"witness,omitempty"`
 	Drills    []Drill    `json:"drills"` // most recent first

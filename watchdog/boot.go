@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"appliance/internal/atomicfile"
 )
 
 // BootRecord is what the unit remembers across boots, in <state dir>/boot.json.
@@ -323,7 +325,7 @@ func saveRecord(stateDir string, rec BootRecord, staleClean bool) error {
 		return fmt.Errorf("%w: creating the state directory: %v; make %s writable", ErrUnwritable, err, stateDir)
 	}
 	path := filepath.Join(stateDir, bootFile)
-	aerr := writeFileAtomic(stateDir, bootFile, data, bootFilePerm)
+	aerr := atomicfile.Write(filepath.Join(stateDir, bootFile), data, bootFilePerm)
 	if aerr == nil {
 		return nil
 	}
@@ -404,7 +406,7 @@ func setAsideCorrupt(stateDir string) (string, error) {
 	if err := os.Rename(filepath.Join(stateDir, bootFile), keep); err != nil {
 		return "", err
 	}
-	return keep, syncDir(stateDir)
+	return keep, atomicfile.SyncDir(stateDir)
 }
 
 func corruptCopy(stateDir string, n int) string {
@@ -433,48 +435,4 @@ func globQuote(p string) string {
 		b = append(b, p[i])
 	}
 	return string(b)
-}
-
-// writeFileAtomic replaces dir/name so that after a power loss at any moment
-// the file is either the old one or the new one: a temporary file in the same
-// directory is written and synced, renamed over the old one, and the
-// directory synced so that the rename itself is durable.
-func writeFileAtomic(dir, name string, data []byte, perm fs.FileMode) (err error) {
-	f, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes renames in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

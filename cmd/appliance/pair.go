@@ -588,6 +588,9 @@ func (p *pairUnit) checkVIPs(late bool) {
 // conditions themselves come at hw.poll_interval; this only bounds the delay.
 const feedInterval = 20 * time.Millisecond
 
+// lateLogEvery spaces the warnings about late heartbeats.
+const lateLogEvery = 10 * time.Second
+
 // authQuiet is how long without a refused message before pair.auth clears.
 const authQuiet = time.Minute
 
@@ -598,6 +601,8 @@ func (p *pairUnit) feed(ctx context.Context) {
 	var refusedAt time.Duration
 	authUp, rtChecked := false, false
 	started := p.u.clk.Mono()
+	var lastLate uint64
+	var lateLogged time.Duration
 	for {
 		select {
 		case <-ctx.Done():
@@ -622,6 +627,11 @@ func (p *pairUnit) feed(ctx context.Context) {
 		} else if authUp && now-refusedAt > authQuiet {
 			authUp = false
 			p.u.health.Clear(health.PairAuth.Name)
+		}
+		if st.Late > lastLate && (lateLogged == 0 || now-lateLogged > lateLogEvery) {
+			p.u.log.Warn("pair: the heartbeat loop was held off; the peer may have seen this unit as silent",
+				"late_beats", st.Late-lastLate, "max_late", st.MaxLate, "detect", p.detect)
+			lastLate, lateLogged = st.Late, now
 		}
 		if !rtChecked && now-started > time.Second {
 			rtChecked = true
@@ -802,6 +812,7 @@ func (p *pairUnit) report(rep *status.Report) {
 		DetectMs: ms(p.detect), Paths: []status.PairPath{}}
 	ns := p.node.Stats()
 	sp.Realtime = ns.Realtime
+	sp.LateBeats, sp.MaxLateMs = ns.Late, ms(ns.MaxLate)
 	for _, ps := range ns.Paths {
 		pp := status.PairPath{Local: ps.Local.String(), Remote: ps.Remote.String(), Sent: ps.Sent, Received: ps.Received,
 			Garbage: ps.Garbage, Forged: ps.Forged, Replayed: ps.Replayed, Version: ps.Version}

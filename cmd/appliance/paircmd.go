@@ -15,6 +15,7 @@ import (
 	"appliance/config"
 	"appliance/control"
 	"appliance/failover"
+	"appliance/internal/atomicfile"
 	"appliance/pairnet"
 )
 
@@ -167,32 +168,8 @@ func loadFences(path string) ([]string, error) {
 // the new one, never half of one.
 func saveFences(path string, fenced []string) error {
 	b, _ := json.Marshal(fenceFile{Fenced: fenced})
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".witness-*.json")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(path, b, 0o600)
 }

@@ -18,21 +18,22 @@ const module = "appliance"
 // production code may import. A package missing here may import nothing of
 // the module.
 var allowed = map[string][]string{
-	"internal/clock":    {},
-	"internal/ring":     {},
-	"internal/testutil": {},
-	"config":            {},
-	"supervisor":        {"internal/clock", "internal/ring"},
-	"media":             {"internal/clock", "supervisor", "health"},
-	"control":           {},
-	"hw":                {"internal/clock", "health"},
-	"health":            {"internal/clock", "internal/ring"},
-	"watchdog":          {"internal/clock", "health", "supervisor"},
-	"failover":          {"internal/clock"},
-	"pairnet":           {"internal/clock", "failover"},
-	"lab":               {"internal/clock", "internal/testutil", "media", "config", "control"},
-	"status":            {"internal/clock", "media", "supervisor", "health", "hw", "watchdog", "failover"},
-	"cmd/appliance":     {"*"},
+	"internal/clock":      {},
+	"internal/ring":       {},
+	"internal/atomicfile": {},
+	"internal/testutil":   {},
+	"config":              {},
+	"supervisor":          {"internal/clock", "internal/ring"},
+	"media":               {"internal/clock", "supervisor", "health"},
+	"control":             {},
+	"hw":                  {"internal/clock", "health"},
+	"health":              {"internal/clock", "internal/ring"},
+	"watchdog":            {"internal/clock", "internal/atomicfile", "health", "supervisor"},
+	"failover":            {"internal/clock"},
+	"pairnet":             {"internal/clock", "failover"},
+	"lab":                 {"internal/clock", "internal/testutil", "media", "config", "control"},
+	"status":              {"internal/clock", "media", "supervisor", "health", "hw", "watchdog", "failover"},
+	"cmd/appliance":       {"*"},
 }
 
 func TestDependencyDirection(t *testing.T) {
