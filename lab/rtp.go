@@ -10,6 +10,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // epoch is the origin of the lab's clock: every time the lab records is an
@@ -172,11 +175,16 @@ type Receiver struct {
 	malformed uint64
 }
 
-// Run reads until the connection is closed.
+// Run reads until the connection is closed. Each packet's arrival is when
+// the kernel received it (SO_TIMESTAMPNS), not when this process got round
+// to reading it: on a loaded machine the lab's own scheduling would
+// otherwise add to the gaps it measures, or hide them.
 func (r *Receiver) Run() {
+	kernel := enableRxTimestamps(r.Conn)
 	buf := make([]byte, 2048)
+	oob := make([]byte, 128)
 	for {
-		n, from, err := r.Conn.ReadFromUDPAddrPort(buf)
+		n, oobn, _, from, err := r.Conn.ReadMsgUDPAddrPort(buf, oob)
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -184,6 +192,9 @@ func (r *Receiver) Run() {
 			continue
 		}
 		at := Clock()
+		if kernel {
+			at = kernelArrival(oob[:oobn], at)
+		}
 		a, err := ParsePacket(buf[:n])
 		r.mu.Lock()
 		if err != nil {
@@ -194,6 +205,45 @@ func (r *Receiver) Run() {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// enableRxTimestamps asks the kernel to stamp every datagram c receives.
+func enableRxTimestamps(c *net.UDPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1)
+	}); err != nil || serr != nil {
+		return false
+	}
+	return true
+}
+
+// kernelArrival turns the kernel's receive stamp in oob (wall clock) into
+// the lab's clock, given now read just after the datagram was: now less
+// how long the datagram waited to be read. Without a usable stamp, now.
+func kernelArrival(oob []byte, now time.Duration) time.Duration {
+	wall := time.Now()
+	for len(oob) >= unix.SizeofCmsghdr {
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+		l := int(h.Len)
+		if l < unix.SizeofCmsghdr || l > len(oob) {
+			return now
+		}
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SO_TIMESTAMPNS && l >= unix.CmsgLen(int(unsafe.Sizeof(unix.Timespec{}))) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&oob[unix.CmsgLen(0)]))
+			waited := wall.Sub(time.Unix(ts.Sec, ts.Nsec))
+			if waited < 0 || waited > 10*time.Second {
+				return now // the wall clock stepped: not comparable
+			}
+			return now - waited
+		}
+		oob = oob[min(unix.CmsgSpace(l-unix.CmsgLen(0)), len(oob)):]
+	}
+	return now
 }
 
 // Record forgets what was recorded and starts recording afresh.

@@ -3,6 +3,7 @@ package lab
 import (
 	"encoding/binary"
 	"errors"
+	"net"
 	"testing"
 	"time"
 )
@@ -72,4 +73,76 @@ func FuzzParsePacket(f *testing.F) {
 			t.Fatalf("round trip of %+v: %+v, %v", a, back, err)
 		}
 	})
+}
+
+// TestReceiverStampsKernelArrival: a packet that waits in the socket while
+// the receiver is busy is stamped when it arrived, not when it was read.
+func TestReceiverStampsKernelArrival(t *testing.T) {
+	t.Parallel()
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Receiver{Conn: conn}
+	r.Record()
+	// The receiver arms the stamps when it starts; a packet sent before
+	// that would carry none, so the first one only proves it runs.
+	go r.Run()
+	t.Cleanup(func() { conn.Close() })
+	out, err := net.DialUDP("udp4", nil, conn.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	buf := make([]byte, 64)
+	putPacket(buf, 1, 1, 1, 1, 0)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := out.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+		r.mu.Lock()
+		n := len(r.log)
+		r.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the receiver recorded nothing")
+		}
+		time.Sleep(10 * time.Millisecond) // pacing the probe packets
+	}
+	r.Stop()
+
+	// Hold the receiver's lock, as a busy receiver would be held: it reads
+	// the first packet and waits for the lock; the second waits in the
+	// socket for 200 ms before it can even be read.
+	r.Record()
+	r.mu.Lock()
+	putPacket(buf, 1, 2, 2, 2, Clock())
+	if _, err := out.Write(buf); err != nil {
+		r.mu.Unlock()
+		t.Fatal(err)
+	}
+	sent := Clock()
+	putPacket(buf, 1, 3, 3, 3, sent)
+	if _, err := out.Write(buf); err != nil {
+		r.mu.Unlock()
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the delay under test, not a wait for an event
+	r.mu.Unlock()
+	var log []Arrival
+	for time.Now().Before(deadline) && len(log) < 2 {
+		r.mu.Lock()
+		log = append([]Arrival(nil), r.log...)
+		r.mu.Unlock()
+		time.Sleep(time.Millisecond)
+	}
+	if len(log) < 2 {
+		t.Fatalf("%d of the 2 packets recorded", len(log))
+	}
+	if waited := log[1].At - sent; waited > 100*time.Millisecond {
+		t.Fatalf("stamped %v after it was sent: the read time, not the arrival", waited)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -372,16 +373,34 @@ func injectStarvation(ctx context.Context, t *trial) error {
 	if err := pause(ctx, t.rig.opts.StarveFor); err != nil {
 		return err
 	}
-	// Judged once the cores are free, so a slow answer is not taken for a
-	// missing owner; epochs only grow, so a takeover during the load shows.
+	// Judged once the cores are free and every unit answers with one
+	// owner per stream, so a slow answer is not taken for a missing
+	// owner. Epochs only grow, so a takeover during the load shows as a
+	// newer epoch than any unit knew before it, or another owner. (A
+	// standby's view of the epoch may catch up meanwhile: that is no move.)
 	stop()
+	if err := t.waitSettled(ctx, 10*time.Second); err != nil {
+		return fmt.Errorf("after the load: %w", err)
+	}
 	after := t.rig.ownership(ctx)
-	took := !t.rig.settled(after)
+	took := false
 	for name, us := range t.before.owner {
-		if !slices.Equal(us, after.owner[name]) || !slices.Equal(t.before.epochs[name], after.epochs[name]) {
+		was, now := slices.Max(append([]uint64{0}, t.before.epochs[name]...)), slices.Max(append([]uint64{0}, after.epochs[name]...))
+		if !slices.Equal(us, after.owner[name]) || now != was {
 			took = true
+			if w := t.rig.opts.Progress; w != nil {
+				fmt.Fprintf(w, "    %s: owner %s, epoch %d before the load; owner %s, epoch %d after\n", name, unitNames(us), was, unitNames(after.owner[name]), now)
+			}
 		}
 	}
 	t.takeover = &took
 	return nil
+}
+
+func unitNames(us []*unit) string {
+	var names []string
+	for _, u := range us {
+		names = append(names, u.spec.Name)
+	}
+	return strings.Join(names, ",")
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os/exec"
 	"sync/atomic"
 	"time"
 
@@ -33,8 +34,14 @@ type Options struct {
 	// RTPriority is the SCHED_FIFO priority of the loop thread: 0 means
 	// DefaultRTPriority, -1 leaves the thread at normal priority.
 	RTPriority int
-	Clock      clock.Clock  // nil: the machine's clocks
-	Logger     *slog.Logger // nil: discard
+	// Beacon, when set, makes the command of the beacon process
+	// (ServeBeacon), which covers for a loop that the Go runtime holds
+	// off; BeaconGrace (0: DefaultBeaconGrace) is how long after the
+	// loop's last beat it stops.
+	Beacon      func() *exec.Cmd
+	BeaconGrace time.Duration
+	Clock       clock.Clock  // nil: the machine's clocks
+	Logger      *slog.Logger // nil: discard
 }
 
 // DefaultRTPriority is above every kernel thread left at the usual
@@ -75,6 +82,7 @@ type Stats struct {
 	// Either growing means the peer may have seen this unit as silent.
 	Late    uint64
 	MaxLate time.Duration
+	Beacon  BeaconStats
 	Paths   []PathStats
 	Witness WitnessStats
 }

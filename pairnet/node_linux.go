@@ -31,6 +31,8 @@ type Node struct {
 	wakeFD int // eventfd: Run's poll wakes when ctx ends or Close is called
 
 	realtime atomic.Bool
+	muted    atomic.Bool
+	bcn      atomic.Pointer[beacon] // the beacon, for other goroutines
 	late     atomic.Uint64
 	maxLate  atomic.Int64
 	tid      atomic.Int64 // the loop thread, while Run runs
@@ -44,6 +46,8 @@ type Node struct {
 	// callbacks it makes, which alone may call Send and AskWitness).
 	peer, witSess *session
 	seal          *sealer
+	beacon        *beacon // nil: none
+	inTick        bool
 	in            [maxDatagram + 1]byte // one more than any valid datagram, so a longer one shows as too long
 	out           [maxDatagram]byte
 	msg           failover.Message
@@ -85,6 +89,9 @@ func Open(o Options) (*Node, error) {
 	}
 	if o.RTPriority == 0 {
 		o.RTPriority = DefaultRTPriority
+	}
+	if o.BeaconGrace == 0 {
+		o.BeaconGrace = DefaultBeaconGrace
 	}
 	peer, err := newSession()
 	if err != nil {
@@ -256,6 +263,12 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 	n.tid.Store(int64(unix.Gettid()))
 	defer n.tid.Store(0)
 	n.setRealtime()
+	if n.o.Beacon != nil {
+		if err := n.startBeacon(); err != nil {
+			n.log.Warn("pair: the heartbeat beacon did not start; heartbeats go on from the loop alone, so a busy CPU may delay them", "err", err)
+		}
+		defer n.beacon.stop()
+	}
 
 	stop := make(chan struct{})
 	defer close(stop)
@@ -282,7 +295,12 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 			// a silent peer.
 			n.drainAll(h)
 			now = n.clk.Mono()
+			n.inTick = true
 			h.Tick(now)
+			n.inTick = false
+			if n.beacon != nil {
+				n.beacon.publish(n, now)
+			}
 			if late := now - next; late > n.o.Heartbeat {
 				n.late.Add(1)
 				if int64(late) > n.maxLate.Load() {
@@ -484,6 +502,9 @@ func (n *Node) openAnswer(b []byte) (WitnessAnswer, uint64, error) {
 // from inside a Handler callback. A send that fails is counted, never
 // returned: the peer's silence is what the machine acts on.
 func (n *Node) Send(path int, m failover.Message) {
+	if n.muted.Load() {
+		return
+	}
 	now := n.clk.Mono()
 	if path < 0 {
 		for i := range n.paths {
@@ -510,6 +531,9 @@ func (n *Node) sendPath(i int, m *failover.Message, now time.Duration) {
 		all = all[len(m.Entries):]
 		b := n.out[:headerLen]
 		b = appendPair(b, m, t)
+		if n.inTick && i == 0 && n.beacon != nil {
+			n.beacon.gather(b[headerLen:])
+		}
 		putHeader(b, n.peer.next(failover.Version, kindPair), len(b)-headerLen)
 		n.sendTo(&p.sock, &p.c, n.seal.seal(b))
 	}
@@ -540,12 +564,27 @@ func (n *Node) AskWitness(takeover, hearsPeer bool) {
 	n.sendTo(n.wit, &n.witC, n.seal.seal(b))
 }
 
+func (n *Node) beaconOf() *beacon { return n.bcn.Load() }
+
+// SetMuted stops (true) or resumes every message this unit sends, the
+// beacon's too: a simulated power loss. The node goes on listening.
+func (n *Node) SetMuted(on bool) {
+	n.muted.Store(on)
+	if b := n.beaconOf(); b != nil {
+		v := uint64(0)
+		if on {
+			v = 1
+		}
+		b.mem.store(wMuted, v)
+	}
+}
+
 // Stats returns a snapshot of the counters. It takes no lock and may be
 // called from any goroutine.
 func (n *Node) Stats() Stats {
 	now := n.clk.Mono()
 	s := Stats{Realtime: n.realtime.Load(), Late: n.late.Load(), MaxLate: time.Duration(n.maxLate.Load()),
-		Paths: make([]PathStats, len(n.paths))}
+		Paths: make([]PathStats, len(n.paths)), Beacon: n.beaconOf().stats()}
 	for i, p := range n.paths {
 		ps := PathStats{Local: p.local, Remote: p.remote, Counters: p.c.snapshot(),
 			RTT: time.Duration(p.c.rtt.Load())}

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 )
 
 // Replay protection (docs/pair-protocol.md, Messages, Replay).
@@ -19,9 +20,12 @@ const (
 type session struct {
 	self    uint64 // this unit's incarnation, never 0
 	counter uint64 // the last counter sent
-	echo    uint64 // the peer's incarnation as last heard, echoed in every message
-	peers   [rememberedPeers]incarnation
-	clock   uint64 // orders peers by last use, to forget the stalest
+	// shared, when set, holds the counter instead: the beacon sends
+	// under the same incarnation and draws from it too.
+	shared *uint64
+	echo   uint64 // the peer's incarnation as last heard, echoed in every message
+	peers  [rememberedPeers]incarnation
+	clock  uint64 // orders peers by last use, to forget the stalest
 }
 
 // incarnation is what is known of one of the peer's incarnations.
@@ -56,7 +60,11 @@ func newSession() (*session, error) {
 
 // next returns the header of the next message this side sends.
 func (s *session) next(version, kind uint8) header {
-	s.counter++
+	if s.shared != nil {
+		s.counter = atomic.AddUint64(s.shared, 1)
+	} else {
+		s.counter++
+	}
 	return header{version: version, kind: kind, incarnation: s.self, counter: s.counter, echo: s.echo}
 }
 

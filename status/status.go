@@ -51,11 +51,15 @@ type Pair struct {
 	// LateBeats counts heartbeats sent more than a heartbeat interval
 	// late (the loop was held off); MaxLateMs is the longest delay. Late
 	// beats near the detection time can make the peer take over.
-	LateBeats uint64     `json:"late_beats"`
-	MaxLateMs float64    `json:"max_late_ms"`
-	Paths     []PairPath `json:"paths"`
-	Witness   *Witness   `json:"witness,omitempty"`
-	Drills    []Drill    `json:"drills"` // most recent first
+	LateBeats uint64  `json:"late_beats"`
+	MaxLateMs float64 `json:"max_late_ms"`
+	// Beacon is true while the heartbeat beacon runs; CoveredBeats counts
+	// the beats it sent for a loop that was held off.
+	Beacon       bool       `json:"beacon"`
+	CoveredBeats uint64     `json:"covered_beats"`
+	Paths        []PairPath `json:"paths"`
+	Witness      *Witness   `json:"witness,omitempty"`
+	Drills       []Drill    `json:"drills"` // most recent first
 }
 
 // PairPath is one heartbeat path.

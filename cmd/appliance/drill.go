@@ -100,7 +100,11 @@ func (p *pairUnit) runDrill(ctx context.Context, scenario, only string) (control
 		// once. The unit keeps listening, so it learns the peer's epochs
 		// and joins as standby when the drill ends.
 		p.muted.Store(true)
-		defer p.muted.Store(false)
+		p.node.SetMuted(true)
+		defer func() {
+			p.node.SetMuted(false)
+			p.muted.Store(false)
+		}()
 		for _, n := range names {
 			p.enqueue(pairOp{kind: opDrillStop, stream: p.index[n]})
 		}

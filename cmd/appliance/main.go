@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"appliance/pairnet"
 )
 
 // version is set at build time by the Makefile.
@@ -86,6 +88,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdDrill(ctx, rest, stdout, stderr)
 	case "witness":
 		return cmdWitness(ctx, rest, stderr)
+	case "pair-beacon":
+		// Started by a paired unit, never by hand (docs/pair-protocol.md).
+		return pairnet.ServeBeacon()
 	case "lab":
 		return cmdLab(ctx, rest, stdout, stderr)
 	case "status":

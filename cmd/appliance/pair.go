@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -155,6 +157,12 @@ func newPair(u *unit, cfg *config.Config) (*pairUnit, error) {
 	node, err := pairnet.Open(pairnet.Options{
 		Paths: paths, Key: pc.Key, Witness: pc.Witness, Self: cfg.Unit.Name, Peer: pc.PeerName,
 		Heartbeat: fc.Heartbeat, Detect: p.detect, Clock: u.clk, Logger: u.log,
+		Beacon: func() *exec.Cmd {
+			c := exec.Command(u.exe, "pair-beacon")
+			c.Args[0] = u.argv0
+			c.Stderr = os.Stderr
+			return c
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("pair: %w", err)
@@ -635,9 +643,13 @@ func (p *pairUnit) feed(ctx context.Context) {
 		}
 		if !rtChecked && now-started > time.Second {
 			rtChecked = true
-			if !st.Realtime {
+			switch {
+			case !st.Realtime:
 				p.u.health.Set(health.PairNoRealtime.Name, health.Warning,
 					"the heartbeat thread runs without real-time priority: give the service LimitRTPRIO=10 (as image/appliance.service does) or run it as root")
+			case !st.Beacon.Running:
+				p.u.health.Set(health.PairNoRealtime.Name, health.Warning,
+					"the heartbeat beacon is not running (see the log for why), so a busy CPU can delay heartbeats and make the peer take over: restart the unit when convenient")
 			}
 		}
 	}
@@ -813,6 +825,7 @@ func (p *pairUnit) report(rep *status.Report) {
 	ns := p.node.Stats()
 	sp.Realtime = ns.Realtime
 	sp.LateBeats, sp.MaxLateMs = ns.Late, ms(ns.MaxLate)
+	sp.Beacon, sp.CoveredBeats = ns.Beacon.Running, ns.Beacon.Beats
 	for _, ps := range ns.Paths {
 		pp := status.PairPath{Local: ps.Local.String(), Remote: ps.Remote.String(), Sent: ps.Sent, Received: ps.Received,
 			Garbage: ps.Garbage, Forged: ps.Forged, Replayed: ps.Replayed, Version: ps.Version}

@@ -55,6 +55,8 @@ type unit struct {
 	ctl     *control.Server
 	keeper  *watchdog.Keeper
 	pair    *pairUnit // nil on a unit that runs alone
+	exe     string    // this binary, for its children (workers, the pair beacon)
+	argv0   string    // the name ps shows them under
 
 	boot        watchdog.BootRecord
 	bootUnsaved bool // the disk refused the record; keepBootRecord retries
@@ -65,7 +67,7 @@ type unit struct {
 }
 
 func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *slog.Logger) (*unit, error) {
-	u := &unit{cfg: cfg, path: path, listen: cfg.Status.Listen, log: log, clk: clk, started: clk.Now(),
+	u := &unit{cfg: cfg, path: path, listen: cfg.Status.Listen, log: log, clk: clk, started: clk.Now(), exe: exe, argv0: argv0,
 		events: supervisor.NewEventLog(1024), health: health.NewTracker(clk, log)}
 
 	u.running.Store(cfg)
