@@ -366,6 +366,10 @@ func (r *rig) measure(ctx context.Context, inject func(ctx context.Context, t *t
 		return nil, err
 	}
 	t.fault = Clock()
+	if r.opts.Keep && r.opts.Progress != nil {
+		// For reading the kept logs against: the wall clock they use.
+		fmt.Fprintf(r.opts.Progress, "    fault at %s\n", time.Now().UTC().Format("15:04:05.000"))
+	}
 	if err := inject(ctx, t); err != nil {
 		// The pair not doing what the scenario expects in time is a
 		// result, judged with the traffic; anything else ends the run.

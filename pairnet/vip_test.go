@@ -185,3 +185,73 @@ func TestVIPErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestVIPsMoveManyNeighbours: the cache adds and announces many addresses
+// on one link and one socket, each neighbour entry moves to A's MAC, and
+// a closed cache opens what it needs again.
+func TestVIPsMoveManyNeighbours(t *testing.T) {
+	s := newSegment(t)
+	oldMAC := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	var vips []netip.Prefix
+	for i := range 20 {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + i)}), 24)
+		vips = append(vips, p)
+		if err := s.hb.NeighAdd(&netlink.Neigh{
+			LinkIndex: s.vb.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_STALE,
+			IP: p.Addr().AsSlice(), HardwareAddr: oldMAC,
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v := NewVIPs()
+	defer v.Close()
+	in(t, s.a, func() {
+		for i, p := range vips {
+			if err := v.Add("va", p); err != nil {
+				t.Fatal(err)
+			}
+			if i == len(vips)/2 {
+				v.Close() // the rest reopen what they need
+			}
+			if err := v.Announce("va", p.Addr()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := v.Add("no-such-if", vips[0]); err == nil {
+			t.Error("adding on a missing interface succeeded")
+		}
+		if err := v.Announce("lo", vips[0].Addr()); err == nil {
+			t.Error("announcing on an interface without a MAC succeeded")
+		}
+	})
+	want := s.va.Attrs().HardwareAddr
+	testutil.Eventually(t, 5*time.Second, "every neighbour entry moved to A's MAC", func() bool {
+		ns, err := s.hb.NeighList(s.vb.Attrs().Index, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		moved := 0
+		for _, n := range ns {
+			for _, p := range vips {
+				if n.IP.Equal(p.Addr().AsSlice()) && bytes.Equal(n.HardwareAddr, want) {
+					moved++
+				}
+			}
+		}
+		return moved == len(vips)
+	})
+	in(t, s.a, func() {
+		for _, p := range vips {
+			for range 2 { // the second time it is already gone
+				if err := v.Del("va", p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	})
+	for _, p := range vips {
+		if hasAddr(t, s.ha, s.va, p) {
+			t.Fatalf("%v is still on the interface", p)
+		}
+	}
+}

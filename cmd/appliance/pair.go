@@ -42,6 +42,7 @@ type pairUnit struct {
 
 	ops     chan pairOp
 	vips    []vipState       // by stream; the media goroutine's
+	vipc    *pairnet.VIPs    // the virtual addresses' links and sockets; the media goroutine's
 	vipProg []media.Progress // checkVIPs' reused buffer; the media goroutine's
 	results chan stopResult
 	alarms  chan failover.Alarm
@@ -145,6 +146,7 @@ func newPair(u *unit, cfg *config.Config) (*pairUnit, error) {
 	n := len(p.streams)
 	p.ops = make(chan pairOp, 8*n+64)
 	p.vips = make([]vipState, n)
+	p.vipc = pairnet.NewVIPs()
 	p.results = make(chan stopResult, 2*n+16)
 	p.alarms = make(chan failover.Alarm, 4*n+64)
 	p.reqs = make(chan pairReq, 16)
@@ -392,6 +394,7 @@ func (p *pairUnit) enqueue(op pairOp) {
 // runMedia carries out the machine's media operations in order, batching
 // role changes so that many streams switch in the time of one.
 func (p *pairUnit) runMedia(ctx context.Context) {
+	defer p.vipc.Close()
 	batch := make([]pairOp, 0, cap(p.ops))
 	check := p.u.clk.NewTicker(vipCheck)
 	defer check.Stop()
@@ -450,7 +453,7 @@ func (p *pairUnit) runMedia(ctx context.Context) {
 
 func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 	var changes []media.RoleChange
-	var which []pairOp
+	var which, after []pairOp
 	seen := map[int]bool{}
 	flush := func() {
 		if len(changes) == 0 {
@@ -482,12 +485,23 @@ func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 		}
 		changes, which = changes[:0], which[:0]
 		clear(seen)
+		for _, op := range after {
+			p.vip(op.stream, op.kind == opHoldVIP)
+		}
+		after = after[:0]
 	}
 	for _, op := range batch {
 		switch op.kind {
 		case opHoldVIP, opReleaseVIP:
-			flush()
-			p.vip(op.stream, op.kind == opHoldVIP)
+			// Order matters within a stream only: an address change
+			// waits for its own stream's role change in the batch (a
+			// takeover is Forward, then HoldVIP, for each of hundreds of
+			// streams) and no other.
+			if seen[op.stream] {
+				after = append(after, op)
+			} else {
+				p.vip(op.stream, op.kind == opHoldVIP)
+			}
 			continue
 		}
 		if seen[op.stream] {
@@ -537,13 +551,13 @@ func (p *pairUnit) vip(stream int, hold bool) {
 	now := p.u.clk.Mono()
 	if !hold {
 		vs.held = false
-		if err := pairnet.DelVIP(v.Interface, v.Address); err != nil {
+		if err := p.vipc.Del(v.Interface, v.Address); err != nil {
 			p.u.log.Error("pair: removing the stream's virtual IP", "stream", name, "err", err)
 		}
 		return
 	}
 	if !vs.held {
-		if err := pairnet.AddVIP(v.Interface, v.Address); err != nil {
+		if err := p.vipc.Add(v.Interface, v.Address); err != nil {
 			p.u.log.Error("pair: adding the stream's virtual IP", "stream", name, "err", err)
 			return
 		}
@@ -559,7 +573,7 @@ func (p *pairUnit) vip(stream int, hold bool) {
 func (p *pairUnit) announce(stream int, now time.Duration) {
 	v := p.streams[stream].VIP
 	p.vips[stream].announced = now
-	if err := pairnet.Announce(v.Interface, v.Address.Addr(), 1, 0); err != nil {
+	if err := p.vipc.Announce(v.Interface, v.Address.Addr()); err != nil {
 		p.u.log.Warn("pair: announcing the stream's virtual IP", "stream", p.streams[stream].Name, "err", err)
 	}
 }
