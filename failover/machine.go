@@ -240,6 +240,14 @@ func (m *Machine) enter(now time.Duration) {
 	m.lastCall = max(m.lastCall, now)
 }
 
+// SilentAt is when the peer becomes silent (rule 4's D) if nothing more
+// is heard from it: a driver that calls Tick then, not at the next
+// heartbeat, takes over up to a heartbeat sooner. In the past once the
+// peer is silent.
+func (m *Machine) SilentAt() time.Duration {
+	return max(m.heard, m.listenSince, m.born) + m.d
+}
+
 func (m *Machine) live(now time.Duration) bool { return m.heard != 0 && now-m.heard < m.d }
 
 func (m *Machine) silent(now time.Duration) bool {

@@ -284,6 +284,30 @@ func TestTakeoverAfterSilence(t *testing.T) {
 	r.expect()
 }
 
+// TestSilentAtIsWhenTheTakeoverFallsDue: a driver that ticks at SilentAt
+// takes over then, not at the next heartbeat.
+func TestSilentAtIsWhenTheTakeoverFallsDue(t *testing.T) {
+	r := newRig(t, baseConfig(Stream{Name: "s1", Prefer: "bravo"}))
+	r.tickHearing(5, Entry{Index: 0, Epoch: 2, Forwarding: true})
+	at := r.m.SilentAt()
+	if want := r.now + r.m.d; at != want {
+		t.Fatalf("SilentAt %v, want the last message + D = %v", at, want)
+	}
+	r.tick(2)
+	r.expect()
+	// Between two heartbeats: a millisecond before it falls due, nothing;
+	// at it, the takeover, without waiting for the next heartbeat.
+	for _, now := range []time.Duration{at - time.Millisecond, at} {
+		r.now = now
+		r.m.SetLocal(now, 0, healthy())
+		r.m.Tick(now)
+		if now < at {
+			r.expect()
+		}
+	}
+	r.expect("+PeerLost bravo", "+PathDown 0", "+PathDown 1", "forward s1")
+}
+
 func TestStallIsNotSilence(t *testing.T) {
 	r := newRig(t, baseConfig(Stream{Name: "s1", Prefer: "bravo"}))
 	r.tickHearing(5, Entry{Index: 0, Epoch: 2, Forwarding: true})

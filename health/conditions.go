@@ -146,8 +146,8 @@ var (
 		Raised: "the witness (`pair.witness`) has not answered for the detection time; a takeover would wait for it",
 		Clears: "it answers again"}
 	PairNoRealtime = Kind{Name: "pair.no-realtime", Severity: Warning,
-		Raised: "the heartbeat thread could not get real-time priority (the service needs `LimitRTPRIO=10`, or root); a saturated CPU could delay heartbeats and cause a false takeover",
-		Clears: "the service restarts with the capability"}
+		Raised: "the heartbeat thread could not get real-time priority (the service needs `LimitRTPRIO=10`, or root), or the heartbeat beacon is not running; a saturated CPU could delay heartbeats and cause a false takeover",
+		Clears: "the service restarts with the capability and the beacon"}
 )
 
 var kinds = []Kind{

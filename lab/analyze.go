@@ -38,6 +38,7 @@ type StreamResult struct {
 	// -1 when no other unit sent anything after the fault.
 	Detection time.Duration
 	Gap       time.Duration // the longest time without any packet
+	GapAt     time.Duration // when that silence began, from the fault
 	Lost      int           // source counters never received
 	Dups      int           // receptions beyond the first of a counter
 	// Discontinuities counts changes of the offsets between the unit's
@@ -80,7 +81,7 @@ func Analyze(log []Arrival, w Window) StreamResult {
 			r.Dups++
 		}
 		if g := a.At - last; g > r.Gap {
-			r.Gap = g
+			r.Gap, r.GapAt = g, last-w.Fault
 		}
 		last = a.At
 		off := offsets{a.Seq - a.SrcSeq, a.TS - a.SrcTS}
@@ -107,7 +108,7 @@ func Analyze(log []Arrival, w Window) StreamResult {
 		}
 	}
 	if g := w.To - last; w.To > last && g > r.Gap {
-		r.Gap = g
+		r.Gap, r.GapAt = g, last-w.Fault
 	}
 	if n := w.EndCounter - w.FirstCounter; w.EndCounter > w.FirstCounter {
 		r.Lost = int(n) - len(seen)

@@ -185,8 +185,8 @@ func runScenario(ctx context.Context, r *rig, sc Scenario, mode string, progress
 		if w.Detection >= 0 {
 			det = w.Detection.Round(time.Microsecond).String()
 		}
-		fmt.Fprintf(progress, "  %s (%s) run %d: detection %s, gap %v, lost %d, duplicates %d\n", sc.Name, mode, i+1,
-			det, w.Gap.Round(time.Microsecond), w.Lost, w.Dups)
+		fmt.Fprintf(progress, "  %s (%s) run %d: detection %s, gap %v (from %v after the fault), lost %d, duplicates %d\n", sc.Name, mode, i+1,
+			det, w.Gap.Round(time.Microsecond), w.GapAt.Round(time.Millisecond), w.Lost, w.Dups)
 		runs = append(runs, t)
 	}
 	return summarize(sc, mode, r.opts.Streams, runs), nil

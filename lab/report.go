@@ -10,7 +10,8 @@ import (
 )
 
 // Row is one scenario in one mode: the worst stream of each run, the
-// median over runs, and the verdict.
+// median over runs, and the verdict. The gap is the median over every
+// stream of every run, and WorstGapMs the worst of them.
 type Row struct {
 	Scenario string `json:"scenario"`
 	Mode     string `json:"mode"` // dual, vip, or lone (one unit)
@@ -20,6 +21,7 @@ type Row struct {
 	// unit; -1 when no other unit sent anything.
 	DetectionMs     float64 `json:"detection_ms"`
 	GapMs           float64 `json:"gap_ms"`
+	WorstGapMs      float64 `json:"worst_gap_ms"`
 	Lost            int     `json:"lost"`
 	Duplicates      int     `json:"duplicates"`
 	Discontinuities int     `json:"discontinuities"`
@@ -35,7 +37,9 @@ func worst(t *trial) StreamResult {
 	w := StreamResult{Detection: -1}
 	for _, r := range t.results {
 		w.Detection = max(w.Detection, r.Detection)
-		w.Gap = max(w.Gap, r.Gap)
+		if r.Gap > w.Gap {
+			w.Gap, w.GapAt = r.Gap, r.GapAt
+		}
 		w.Lost = max(w.Lost, r.Lost)
 		w.Dups = max(w.Dups, r.Dups)
 		w.Discontinuities = max(w.Discontinuities, r.Discontinuities)
@@ -43,6 +47,15 @@ func worst(t *trial) StreamResult {
 		w.TwoForwarders = max(w.TwoForwarders, r.TwoForwarders)
 	}
 	return w
+}
+
+// streamGaps is every stream's gap in a run.
+func streamGaps(t *trial) []time.Duration {
+	out := make([]time.Duration, 0, len(t.results))
+	for _, r := range t.results {
+		out = append(out, r.Gap)
+	}
+	return out
 }
 
 // summarize makes a scenario's row from its runs and judges it.
@@ -55,7 +68,8 @@ func summarize(sc Scenario, mode string, streams int, runs []*trial) Row {
 		if w.Detection >= 0 {
 			det = append(det, w.Detection)
 		}
-		gap = append(gap, w.Gap)
+		gap = append(gap, streamGaps(t)...)
+		row.WorstGapMs = max(row.WorstGapMs, ms(w.Gap))
 		lost, dups, disc = append(lost, w.Lost), append(dups, w.Dups), append(disc, w.Discontinuities)
 		ssrc, two = append(ssrc, w.SSRCChanges), append(two, w.TwoForwarders)
 	}
@@ -110,7 +124,7 @@ func medianInt(v []int) int {
 // PrintTable writes the rows as a table, then why each failing row failed.
 func PrintTable(w io.Writer, rows []Row) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tMODE\tRUNS\tSTREAMS\tDETECT_MS\tGAP_MS\tLOST\tDUP\tDISCONT\tSSRC_CHG\t2FWD_S\tRESULT")
+	fmt.Fprintln(tw, "SCENARIO\tMODE\tRUNS\tSTREAMS\tDETECT_MS\tGAP_MS\tWORST_MS\tLOST\tDUP\tDISCONT\tSSRC_CHG\t2FWD_S\tRESULT")
 	for _, r := range rows {
 		det := "-"
 		if r.DetectionMs >= 0 {
@@ -120,7 +134,7 @@ func PrintTable(w io.Writer, rows []Row) error {
 		if !r.Pass {
 			result = "FAIL"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.1f\t%d\t%d\t%d\t%d\t%.1f\t%s\n", r.Scenario, r.Mode, r.Runs, r.Streams, det, r.GapMs,
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.1f\t%.1f\t%d\t%d\t%d\t%d\t%.1f\t%s\n", r.Scenario, r.Mode, r.Runs, r.Streams, det, r.GapMs, r.WorstGapMs,
 			r.Lost, r.Duplicates, r.Discontinuities, r.SSRCChanges, r.TwoForwarderS, result)
 	}
 	if err := tw.Flush(); err != nil {

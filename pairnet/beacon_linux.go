@@ -33,7 +33,7 @@ import (
 // so that it and every thread its runtime starts inherit SCHED_FIFO; its
 // loop does not allocate and its collector is off. The loop publishes the
 // whole table it sent at each beat into memory the two share. When the
-// loop has sent nothing for a heartbeat, the beacon sends that table again
+// loop has sent nothing for a heartbeat and a quarter, the beacon sends that table again
 // on every path, under a fresh counter, send time and echo, from the same
 // sockets; it stops once the loop's last beat is older than the grace, so
 // a control plane that hangs is still seen, after grace + D. The peer
@@ -309,7 +309,7 @@ func ServeBeacon() error {
 	var (
 		out      [maxDatagram]byte
 		lastSent time.Duration
-		nap      = unix.NsecToTimespec(int64(hb / 2))
+		nap      = unix.NsecToTimespec(int64(hb / 4))
 	)
 	for {
 		_ = unix.Nanosleep(&nap, nil)
@@ -318,7 +318,7 @@ func ServeBeacon() error {
 		}
 		now := clock.Mono()
 		stamp := time.Duration(m.load(wStamp))
-		if stamp == 0 || m.load(wMuted) != 0 || now-stamp > grace || now-max(stamp, lastSent) < hb+hb/2 {
+		if stamp == 0 || m.load(wMuted) != 0 || now-stamp > grace || now-max(stamp, lastSent) < hb+hb/4 {
 			continue
 		}
 		sent := uint64(0)

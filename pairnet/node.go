@@ -70,6 +70,13 @@ type Handler interface {
 	WitnessAnswer(now, sentAt time.Duration, lease, takeover bool)
 }
 
+// Deadliner is a Handler that wants Tick sooner than the next heartbeat
+// when something falls due in between: Deadline, asked on the loop thread
+// before each wait, is when (0 or a time past: no such wish).
+type Deadliner interface {
+	Deadline() time.Duration
+}
+
 // ErrClosed is returned by Run on a closed Node.
 var ErrClosed = errors.New("pairnet: node closed")
 

@@ -280,6 +280,7 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 		}
 	}()
 
+	dl, _ := h.(Deadliner)
 	next := n.clk.Mono()
 	for {
 		if ctx.Err() != nil {
@@ -316,23 +317,40 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 			}
 			continue
 		}
-		n.ts = unix.NsecToTimespec(int64(next - now))
+		wake := next
+		if dl != nil {
+			// The handler's deadline (the peer's silence falls due)
+			// becomes a beat of its own: a takeover waits for no
+			// heartbeat.
+			if d := dl.Deadline(); d > now && d < next {
+				wake = d
+			}
+		}
+		n.ts = unix.NsecToTimespec(int64(wake - now))
 		_, err := unix.Ppoll(n.pfds, &n.ts, nil)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return fmt.Errorf("pairnet: waiting for heartbeats: %w", err)
 		}
-		for i, p := range n.paths {
-			if n.pfds[i].Revents != 0 {
-				n.drainPath(i, p, h)
-			}
+		if wake < next && n.clk.Mono() >= wake {
+			next = wake
 		}
-		if n.wit != nil && n.pfds[len(n.paths)].Revents != 0 {
-			n.drainWitness(h)
+		n.handleReady(h)
+	}
+}
+
+// handleReady reads what the last poll found ready.
+func (n *Node) handleReady(h Handler) {
+	for i, p := range n.paths {
+		if n.pfds[i].Revents != 0 {
+			n.drainPath(i, p, h)
 		}
-		if n.pfds[len(n.pfds)-1].Revents != 0 {
-			var b [8]byte
-			_, _ = unix.Read(n.wakeFD, b[:])
-		}
+	}
+	if n.wit != nil && n.pfds[len(n.paths)].Revents != 0 {
+		n.drainWitness(h)
+	}
+	if n.pfds[len(n.pfds)-1].Revents != 0 {
+		var b [8]byte
+		_, _ = unix.Read(n.wakeFD, b[:])
 	}
 }
 

@@ -506,3 +506,44 @@ func waitReadable(t testing.TB, fd int) {
 		t.Fatalf("nothing to read after 5 s: %v", err)
 	}
 }
+
+// deadlineHandler wants a beat at a set time between heartbeats.
+type deadlineHandler struct {
+	nopHandler
+	at    time.Duration
+	ticks chan time.Duration
+}
+
+func (h *deadlineHandler) Tick(now time.Duration) {
+	select {
+	case h.ticks <- now:
+	default:
+	}
+}
+func (h *deadlineHandler) Deadline() time.Duration { return h.at }
+
+// TestDeadlineBeats: a handler's deadline between two heartbeats is a
+// beat of its own, not one at the next heartbeat.
+func TestDeadlineBeats(t *testing.T) {
+	t.Parallel()
+	ad := freeAddrs(t, 2)
+	o := options([]Path{{ad[0], ad[1]}})
+	o.Heartbeat = 5 * time.Second
+	n, err := Open(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &deadlineHandler{ticks: make(chan time.Duration, 8)}
+	start := clock.Mono()
+	h.at = start + 200*time.Millisecond
+	run(t, n, h)
+	<-h.ticks // the first beat, at once
+	select {
+	case at := <-h.ticks:
+		if at < h.at {
+			t.Fatalf("beat at %v, before the deadline %v", at-start, h.at-start)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("no beat at the deadline: the loop waited for the next heartbeat (5 s)")
+	}
+}

@@ -226,7 +226,9 @@ func (p *Process) Serve(ctx context.Context) error {
 		tick = t.C()
 	}
 	done := ctx.Done()
-	var cause *ExitError // set when we killed it for a reason of our own
+	var cause *ExitError  // set when we killed it for a reason of our own
+	checked := clk.Mono() // when the hang check last ran
+	var resumed time.Duration
 	for {
 		select {
 		case werr := <-waited:
@@ -249,11 +251,21 @@ func (p *Process) Serve(ctx context.Context) error {
 				_ = unix.Kill(-proc.PID, syscall.SIGKILL)
 			}
 		case <-tick:
+			now := clk.Mono()
+			if now-checked > p.HangTimeout/2 {
+				// This check itself was held off (the whole unit was
+				// stopped, or starved): the beats that came meanwhile
+				// may wait unread, so the silence is partly this
+				// process's own. The child gets a full timeout from now.
+				resumed = now
+			}
+			checked = now
 			last, limit := time.Duration(proc.lastBeat.Load()), p.HangTimeout
 			if last == 0 {
 				last, limit = start, grace // no beat yet
 			}
-			if silent := clk.Mono() - last; silent >= limit && cause == nil && ctx.Err() == nil {
+			last = max(last, resumed)
+			if silent := now - last; silent >= limit && cause == nil && ctx.Err() == nil {
 				cause = &ExitError{Reason: fmt.Sprintf("hung: no heartbeat for %v", silent.Round(time.Millisecond)),
 					Code: -1, Signal: "KILL", Hung: true}
 				log.Warn("process hung; killing it", "child", p.Name, "pid", proc.PID, "silent", silent)

@@ -78,10 +78,11 @@ func TestProcessHang(t *testing.T) {
 		t.Fatal(err)
 	}
 	alive := func() bool { return unix.Kill(pr.PID, 0) == nil }
+	advance := tickSteps(t, clk)
 
-	clk.Advance(2 * time.Second) // within the start grace: no beat needed yet
+	advance(2 * time.Second) // within the start grace: no beat needed yet
 	pr.Beat()
-	clk.Advance(900 * time.Millisecond) // within HangTimeout of the beat
+	advance(875 * time.Millisecond) // within HangTimeout of the beat
 	select {
 	case err := <-done:
 		t.Fatalf("killed early: %v", err)
@@ -90,11 +91,11 @@ func TestProcessHang(t *testing.T) {
 	if !alive() {
 		t.Fatal("process died early")
 	}
-	clk.Advance(200 * time.Millisecond) // 1.1 s without a beat
+	advance(250 * time.Millisecond) // 1.125 s without a beat
 	select {
 	case err := <-done:
 		var ee *ExitError
-		if !errors.As(err, &ee) || !ee.Hung || !strings.HasPrefix(ee.Reason, "hung: no heartbeat for 1.1s") {
+		if !errors.As(err, &ee) || !ee.Hung || !strings.HasPrefix(ee.Reason, "hung: no heartbeat for 1s") {
 			t.Fatalf("got %v, want a hang", err)
 		}
 	case <-time.After(5 * time.Second):
@@ -102,6 +103,79 @@ func TestProcessHang(t *testing.T) {
 	}
 	if alive() {
 		t.Error("hung process still alive")
+	}
+}
+
+// tickSteps returns a function that moves the clock in hang-check ticks
+// (HangTimeout/8 of a 1 s timeout), letting the check take each one.
+func tickSteps(t *testing.T, clk *clock.Fake) func(time.Duration) {
+	return func(d time.Duration) {
+		t.Helper()
+		for ; d > 0; d -= 125 * time.Millisecond {
+			clk.Advance(125 * time.Millisecond)
+			testutil.Eventually(t, 5*time.Second, "the hang check to take its tick", func() bool { return clk.Unread() == 0 })
+		}
+	}
+}
+
+// A parent that was stopped (the whole unit, SIGSTOP, or a starved
+// process) does not blame its child for the silence: the child's beats
+// wait unread meanwhile. The child gets a full timeout from the resume,
+// and a child that stays silent is still found.
+func TestProcessHangNotBlamedForOwnStall(t *testing.T) {
+	clk := clock.NewFake(epoch)
+	attached := make(chan *Proc, 1)
+	p := &Process{
+		Name: "p", Command: shell("exec sleep 60"), Clock: clk, Logger: quiet(),
+		HangTimeout: time.Second, StartGrace: time.Second,
+		Attach: func(ctx context.Context, pr *Proc) error {
+			attached <- pr
+			<-ctx.Done()
+			return nil
+		},
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(context.Background()) }()
+	pr := <-attached
+	if err := clk.WaitPending(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	advance := tickSteps(t, clk)
+	pr.Beat()
+	advance(500 * time.Millisecond)
+	pr.Beat()
+	// Stopped for 3 s: one late tick, no beat read.
+	clk.Advance(3 * time.Second)
+	testutil.Eventually(t, 5*time.Second, "the late hang check", func() bool { return clk.Unread() == 0 })
+	advance(500 * time.Millisecond) // the queued beats are not read yet
+	select {
+	case err := <-done:
+		t.Fatalf("killed for its parent's stall: %v", err)
+	default:
+	}
+	pr.Beat()
+	advance(500 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("killed after beating: %v", err)
+	default:
+	}
+	// Now silent for real: found one timeout after its last beat.
+	advance(375 * time.Millisecond)
+	select {
+	case err := <-done:
+		t.Fatalf("killed early: %v", err)
+	default:
+	}
+	advance(250 * time.Millisecond)
+	select {
+	case err := <-done:
+		var ee *ExitError
+		if !errors.As(err, &ee) || !ee.Hung {
+			t.Fatalf("got %v, want a hang", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a child silent after the resume was not killed")
 	}
 }
 

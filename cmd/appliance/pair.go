@@ -265,6 +265,10 @@ func (p *pairUnit) Tick(now time.Duration) {
 	}
 }
 
+// Deadline implements pairnet.Deadliner: the loop beats when the peer's
+// silence falls due, not at the next heartbeat after it.
+func (p *pairUnit) Deadline() time.Duration { return p.m.SilentAt() }
+
 // Receive implements pairnet.Handler.
 func (p *pairUnit) Receive(now time.Duration, path int, msg failover.Message) {
 	p.drain(now)
