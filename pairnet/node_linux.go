@@ -445,7 +445,13 @@ func (n *Node) openPair(b []byte, p *pathState, now time.Duration) error {
 	// The header is the same in every version (the magic would change
 	// otherwise), so replay rules apply before the version is looked at:
 	// a recording of an old version's message cannot fake a live peer.
-	if err := n.peer.accept(hd); err != nil {
+	err = n.peer.accept(hd)
+	if b := n.beacon; b != nil {
+		// The beacon echoes the peer's incarnation as the loop now knows
+		// it (accept learns it even from a stale message).
+		b.mem.store(wEcho, n.peer.echo)
+	}
+	if err != nil {
 		return err
 	}
 	if hd.version != failover.Version {

@@ -21,39 +21,16 @@ import (
 // primary then removes it too unless net.ipv4.conf.<if>.promote_secondaries
 // is 1.
 func AddVIP(ifname string, p netip.Prefix) error {
-	link, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return fmt.Errorf("pairnet: adding virtual address %v: interface %q: %w (check the stream's vip interface in the config)", p, ifname, err)
-	}
-	err = netlink.AddrAdd(link, vipAddr(p))
-	switch {
-	case err == nil, errors.Is(err, unix.EEXIST):
-		return nil
-	case errors.Is(err, unix.EPERM):
-		return fmt.Errorf("pairnet: adding virtual address %v to %s: %w: the service needs CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN)", p, ifname, err)
-	}
-	return fmt.Errorf("pairnet: adding virtual address %v to %s: %w", p, ifname, err)
+	v := NewVIPs()
+	defer v.Close()
+	return v.Add(ifname, p)
 }
 
 // DelVIP removes p from the interface. It is not there: nothing to do.
 func DelVIP(ifname string, p netip.Prefix) error {
-	link, err := netlink.LinkByName(ifname)
-	if err != nil {
-		var nf netlink.LinkNotFoundError
-		if errors.As(err, &nf) {
-			// No interface, no address on it: what was asked holds.
-			return nil
-		}
-		return fmt.Errorf("pairnet: removing virtual address %v: interface %q: %w", p, ifname, err)
-	}
-	err = netlink.AddrDel(link, vipAddr(p))
-	switch {
-	case err == nil, errors.Is(err, unix.EADDRNOTAVAIL), errors.Is(err, unix.ENOENT), errors.Is(err, unix.ESRCH):
-		return nil
-	case errors.Is(err, unix.EPERM):
-		return fmt.Errorf("pairnet: removing virtual address %v from %s: %w: the service needs CAP_NET_ADMIN (systemd: AmbientCapabilities=CAP_NET_ADMIN)", p, ifname, err)
-	}
-	return fmt.Errorf("pairnet: removing virtual address %v from %s: %w", p, ifname, err)
+	v := NewVIPs()
+	defer v.Close()
+	return v.Del(ifname, p)
 }
 
 func vipAddr(p netip.Prefix) *netlink.Addr {

@@ -60,23 +60,7 @@ func TestProcessExitReasons(t *testing.T) {
 // A process that stops beating is killed when HangTimeout has passed on the
 // clock, and not before.
 func TestProcessHang(t *testing.T) {
-	clk := clock.NewFake(epoch)
-	attached := make(chan *Proc, 1)
-	p := &Process{
-		Name: "p", Command: shell("exec sleep 60"), Clock: clk, Logger: quiet(),
-		HangTimeout: time.Second, StartGrace: 3 * time.Second,
-		Attach: func(ctx context.Context, pr *Proc) error {
-			attached <- pr
-			<-ctx.Done()
-			return nil
-		},
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(context.Background()) }()
-	pr := <-attached
-	if err := clk.WaitPending(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
+	clk, pr, done := serveSleeper(t, 3*time.Second)
 	alive := func() bool { return unix.Kill(pr.PID, 0) == nil }
 	advance := tickSteps(t, clk)
 
@@ -106,6 +90,31 @@ func TestProcessHang(t *testing.T) {
 	}
 }
 
+// serveSleeper serves a process that sleeps and beats only when the test
+// says, with a 1 s hang timeout on a fake clock, and returns once its hang
+// check waits on the clock.
+func serveSleeper(t *testing.T, grace time.Duration) (*clock.Fake, *Proc, <-chan error) {
+	t.Helper()
+	clk := clock.NewFake(epoch)
+	attached := make(chan *Proc, 1)
+	p := &Process{
+		Name: "p", Command: shell("exec sleep 60"), Clock: clk, Logger: quiet(),
+		HangTimeout: time.Second, StartGrace: grace,
+		Attach: func(ctx context.Context, pr *Proc) error {
+			attached <- pr
+			<-ctx.Done()
+			return nil
+		},
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(context.Background()) }()
+	pr := <-attached
+	if err := clk.WaitPending(context.Background(), 1); err != nil {
+		t.Fatal(err)
+	}
+	return clk, pr, done
+}
+
 // tickSteps returns a function that moves the clock in hang-check ticks
 // (HangTimeout/8 of a 1 s timeout), letting the check take each one.
 func tickSteps(t *testing.T, clk *clock.Fake) func(time.Duration) {
@@ -123,23 +132,7 @@ func tickSteps(t *testing.T, clk *clock.Fake) func(time.Duration) {
 // wait unread meanwhile. The child gets a full timeout from the resume,
 // and a child that stays silent is still found.
 func TestProcessHangNotBlamedForOwnStall(t *testing.T) {
-	clk := clock.NewFake(epoch)
-	attached := make(chan *Proc, 1)
-	p := &Process{
-		Name: "p", Command: shell("exec sleep 60"), Clock: clk, Logger: quiet(),
-		HangTimeout: time.Second, StartGrace: time.Second,
-		Attach: func(ctx context.Context, pr *Proc) error {
-			attached <- pr
-			<-ctx.Done()
-			return nil
-		},
-	}
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(context.Background()) }()
-	pr := <-attached
-	if err := clk.WaitPending(context.Background(), 1); err != nil {
-		t.Fatal(err)
-	}
+	clk, pr, done := serveSleeper(t, time.Second)
 	advance := tickSteps(t, clk)
 	pr.Beat()
 	advance(500 * time.Millisecond)
