@@ -240,6 +240,16 @@ func (m *Machine) enter(now time.Duration) {
 	m.lastCall = max(m.lastCall, now)
 }
 
+// Forwarding says whether this unit forwards stream i now (or hands it
+// over and forwards until the peer takes it).
+func (m *Machine) Forwarding(i int) bool {
+	if i < 0 || i >= len(m.streams) {
+		return false
+	}
+	p := m.streams[i].phase
+	return p == PhaseForwarding || p == PhaseHandingOver
+}
+
 // SilentAt is when the peer becomes silent (rule 4's D) if nothing more
 // is heard from it: a driver that calls Tick then, not at the next
 // heartbeat, takes over up to a heartbeat sooner. In the past once the

@@ -74,8 +74,41 @@ type Options struct {
 	Env     []string  // extra environment for workers
 	Stderr  io.Writer // where workers' stderr goes; os.Stderr if nil
 	Alarms  Alarms    // may be nil
-	Clock   clock.Clock
-	Logger  *slog.Logger
+	// OnHeld, if set, hears of streams a worker stopped forwarding
+	// because it was stopped and resumed (what queued meanwhile waits in
+	// the ring), and decides: Reforward, or leave them in standby. It is
+	// called on a worker's report path and must not block. Nil: Reforward
+	// at once (a unit alone).
+	OnHeld func([]Held)
+	Clock  clock.Clock
+	Logger *slog.Logger
+}
+
+// Held is a stream a resumed worker stopped forwarding, and the input
+// sequence number it forwarded last (HasLast false: none yet).
+type Held struct {
+	Name          string
+	LastForwarded uint16
+	HasLast       bool
+}
+
+// Reforward puts held streams back to forwarding from the packet after
+// the last each forwarded, out of the ring.
+func (m *Manager) Reforward(held []Held) {
+	changes := make([]RoleChange, 0, len(held))
+	for _, h := range held {
+		c := RoleChange{Name: h.Name, Role: RoleForward}
+		if h.HasLast {
+			next := h.LastForwarded + 1
+			c.From = &next
+		}
+		changes = append(changes, c)
+	}
+	for i, o := range m.SetRoles(context.Background(), changes) {
+		if o.Err != nil {
+			m.log.Warn("forwarding a held stream again", "stream", changes[i].Name, "err", o.Err)
+		}
+	}
 }
 
 // Errors callers branch on.

@@ -142,6 +142,12 @@ func (w *mworker) attach(ctx context.Context, p *supervisor.Proc) error {
 			if err := json.Unmarshal(body, &r); err != nil || r.Version != protocolVersion {
 				return fmt.Errorf("worker answered hello with %q: it speaks another protocol; restart the service", body)
 			}
+		case msgHeld:
+			var h heldMsg
+			if err := json.Unmarshal(body, &h); err != nil {
+				return fmt.Errorf("bad held-streams message from worker: %w", err)
+			}
+			w.held(wc, h)
 		case msgFatal:
 			var f fatalMsg
 			if json.Unmarshal(body, &f) == nil && f.Error != "" {
@@ -185,6 +191,40 @@ func (w *mworker) start(wc *wconn, pid int) error {
 		return fmt.Errorf("sending streams: %w", err)
 	}
 	return nil
+}
+
+// held hands on what a worker resumed after a stop stopped forwarding:
+// to OnHeld, or, without one, straight back to forwarding from where each
+// stream left off. Never on the report path itself: a role change waits
+// for an acknowledgement that this path reads.
+func (w *mworker) held(wc *wconn, h heldMsg) {
+	owned := wc.owned.Load()
+	if owned == nil {
+		return
+	}
+	var out []Held
+	for _, hs := range h.Streams {
+		st := (*owned)[hs.SID]
+		if st == nil {
+			continue
+		}
+		st.standby.Store(true)
+		hd := Held{Name: st.name}
+		if hs.LastForwarded != nil {
+			hd.LastForwarded, hd.HasLast = *hs.LastForwarded, true
+		}
+		out = append(out, hd)
+	}
+	if len(out) == 0 {
+		return
+	}
+	m := w.m
+	m.log.Warn("a worker resumed after a stop: its streams hold what queued meanwhile until confirmed", "worker", wc.worker, "streams", len(out))
+	if m.opts.OnHeld != nil {
+		m.opts.OnHeld(out)
+		return
+	}
+	go m.Reforward(out)
 }
 
 // detach folds the counters of a worker that exited into the totals.

@@ -497,3 +497,56 @@ func TestFreeBindInput(t *testing.T) {
 		t.Fatalf("status %+v", s)
 	}
 }
+
+// TestResumedWorkerHoldsUntilConfirmed: a worker stopped and resumed (the
+// unit's SIGSTOP, a paused machine) does not forward what queued in its
+// socket meanwhile: it holds the stream in its ring and names it, with the
+// last packet it forwarded, until the parent confirms it; then the stream
+// goes on from the next packet, nothing lost and nothing twice.
+func TestResumedWorkerHoldsUntilConfirmed(t *testing.T) {
+	out := newSink(t)
+	held := make(chan []Held, 4)
+	m := runManager(t, Options{OnHeld: func(h []Held) { held <- h }, Streams: []StreamSpec{
+		{Name: "s", Input: netip.MustParseAddrPort("127.0.0.1:0"), Outputs: []netip.AddrPort{out.addr}, ClockRate: 90000}}})
+	snd := newSender(t, inputAddr(t, m, "s"))
+	snd.send(t, 10)
+	got := out.take(t, 10)
+	ws := m.Workers()
+	if len(ws) != 1 || ws[0].PID == 0 {
+		t.Fatalf("workers %+v", ws)
+	}
+	pid := ws[0].PID
+	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	snd.send(t, 20)                    // queued in the socket
+	time.Sleep(300 * time.Millisecond) // the stop under test, not a wait for an event
+	if err := unix.Kill(pid, unix.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	var h []Held
+	select {
+	case h = <-held:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the resumed worker named no held stream")
+	}
+	if len(h) != 1 || h[0].Name != "s" || !h[0].HasLast || h[0].LastForwarded != snd.seq-21 {
+		t.Fatalf("held %+v, want stream s, last forwarded %d", h, snd.seq-21)
+	}
+	if !out.quiet(200 * time.Millisecond) {
+		t.Fatal("the resumed worker forwarded its backlog before the parent confirmed the stream")
+	}
+	if p := m.ProgressOf(nil); p[0].Role != RoleStandby {
+		t.Fatalf("the parent sees role %s for a held stream", p[0].Role)
+	}
+	m.Reforward(h)
+	rest := out.take(t, 20)
+	for i, seq := range rest {
+		if want := got[9] + 1 + uint16(i); seq != want {
+			t.Fatalf("after the confirmation, packet %d is %d, want %d: %v", i, seq, want, rest)
+		}
+	}
+	if !out.quiet(100 * time.Millisecond) {
+		t.Fatal("packets beyond the backlog: duplicates")
+	}
+}

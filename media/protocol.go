@@ -41,6 +41,7 @@ const (
 	msgReport   byte = 'P' // worker → parent: binary report, also the heartbeat
 	msgProgress byte = 'G' // worker → parent: binary progress, what changed since the last one
 	msgFatal    byte = 'F' // worker → parent, last words before exiting: fatalMsg
+	msgHeld     byte = 'D' // worker → parent: heldMsg, streams it stopped forwarding after it was stopped
 )
 
 const (
@@ -129,6 +130,17 @@ type ackMsg struct {
 	ID     uint64        `json:"id"`
 	Errors []streamError `json:"errors,omitempty"`
 	Roles  []roleAck     `json:"roles,omitempty"` // answers to a role message, one per stream changed
+}
+
+// heldMsg names the streams a worker stopped forwarding because it found
+// itself resumed after a stop (see workerProc.holdAfterStall).
+type heldMsg struct {
+	Streams []heldStream `json:"streams"`
+}
+
+type heldStream struct {
+	SID           uint32  `json:"sid"`
+	LastForwarded *uint16 `json:"last_forwarded,omitempty"`
 }
 
 type roleAck struct {

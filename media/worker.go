@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -74,10 +75,17 @@ type workerProc struct {
 	// its acknowledgement another: so a frame that saw a stream before a
 	// role change reaches the parent before the change's acknowledgement,
 	// never after it.
-	passMu   sync.Mutex
-	rep      reportEncoder
-	prog     progressEncoder
-	progList []*wstream
+	passMu sync.Mutex
+	rep    reportEncoder
+	prog   progressEncoder
+
+	// The stall check (stallAfter): when the main loop last ticked (Mono
+	// ns), whether it is holding the streams now, and how many held
+	// streams the parent has not been told of.
+	alive       atomic.Int64
+	holding     atomic.Bool
+	pendingHeld atomic.Int64
+	progList    []*wstream
 }
 
 func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
@@ -114,6 +122,7 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 	defer tick.Stop()
 	prog := time.NewTicker(time.Duration(w.hello.ProgressIntervalNs))
 	defer prog.Stop()
+	w.alive.Store(int64(clock.Mono()))
 	var seq uint64
 	for {
 		select {
@@ -136,6 +145,13 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 				return fmt.Errorf("worker: report: %w", err)
 			}
 		case <-prog.C:
+			now := clock.Mono()
+			if now-time.Duration(w.alive.Load()) > stallAfter || w.pendingHeld.Load() > 0 {
+				if err := w.holdAfterStall(); err != nil {
+					return fmt.Errorf("worker: reporting held streams: %w", err)
+				}
+			}
+			w.alive.Store(int64(now))
 			if err := w.progress(); err != nil {
 				return fmt.Errorf("worker: progress: %w", err)
 			}
@@ -257,6 +273,7 @@ func (w *workerProc) add(as addStream, fd int) error {
 	if err != nil {
 		return err
 	}
+	s.w = w
 	w.mu.Lock()
 	w.streams[as.SID] = s
 	w.list = append(w.list, s)
@@ -304,6 +321,52 @@ func (w *workerProc) remove(sid uint32) {
 }
 
 // roles applies a role message, stream by stream.
+// stallAfter is how long the worker's own ticks may stop before it takes
+// itself for resumed after a stop (SIGSTOP of the unit, a paused machine):
+// then its forwarding streams hold what queued in their sockets, in the
+// ring, until the parent confirms them. Forwarding it blindly would send
+// the peer's packets a second time if the peer took over meanwhile.
+const stallAfter = 100 * time.Millisecond
+
+// stalled says whether a stream about to forward must hold instead: the
+// worker is reporting a stall, or its ticks stopped (it was stopped, and
+// the tick that finds out has not run yet).
+func (w *workerProc) stalled(now time.Duration) bool {
+	return w.holding.Load() || now-time.Duration(w.alive.Load()) > stallAfter
+}
+
+// holdAfterStall holds every forwarding stream and tells the parent which,
+// with what each forwarded last. It runs in the worker's main loop, which
+// sets holding first, so a stream goroutine that runs before it, or during
+// it, holds too.
+func (w *workerProc) holdAfterStall() error {
+	w.holding.Store(true)
+	defer w.holding.Store(false)
+	w.mu.Lock()
+	list := slices.Clone(w.list)
+	w.mu.Unlock()
+	var msg heldMsg
+	for _, s := range list {
+		s.mu.Lock()
+		s.holdLocked()
+		if s.held && !s.heldSent {
+			s.heldSent = true
+			w.pendingHeld.Add(-1)
+			h := heldStream{SID: s.sid}
+			if s.heldOK {
+				v := s.heldLast
+				h.LastForwarded = &v
+			}
+			msg.Streams = append(msg.Streams, h)
+		}
+		s.mu.Unlock()
+	}
+	if len(msg.Streams) == 0 {
+		return nil
+	}
+	return w.send(msgHeld, msg, nil)
+}
+
 func (w *workerProc) roles(m roleMsg) ackMsg {
 	ack := ackMsg{ID: m.ID}
 	for _, c := range m.Changes {
@@ -326,6 +389,10 @@ func (w *workerProc) role(c roleChange) (roleAck, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.progDirty = true
+	if s.held && !s.heldSent {
+		w.pendingHeld.Add(-1) // the parent decides now: nothing to report
+	}
+	s.held, s.heldSent = false, false
 	switch c.Role {
 	case RoleStandby:
 		if c.FromSeq != nil || c.Continuity != nil {
@@ -433,9 +500,14 @@ type wstream struct {
 	buf  []byte
 	done chan struct{}
 
+	w    *workerProc
 	mu   sync.Mutex
 	r    *relay
 	outs []*output
+	// held: forwarding stopped after a stall (holdLocked) until the
+	// parent's next role change; heldLast/heldOK is what it forwarded last.
+	held, heldOK, heldSent bool
+	heldLast               uint16
 	// What the last progress frame said of the stream (see progressFrame).
 	progLast  progState
 	progSent  bool   // progLast was sent
@@ -505,11 +577,26 @@ func (s *wstream) run() {
 		}
 		now := clock.Mono()
 		s.mu.Lock()
+		if !s.r.standby && s.w.stalled(now) {
+			s.holdLocked()
+		}
 		if out := s.r.handle(s.buf, n, now); out != nil {
 			s.sendLocked(out, now)
 		}
 		s.mu.Unlock()
 	}
+}
+
+// holdLocked stops a forwarding stream after a stall: its input goes to
+// the ring, as a standby's does, until the parent confirms it.
+func (s *wstream) holdLocked() {
+	if s.r.standby {
+		return
+	}
+	last, ok := s.r.setStandby(time.Duration(s.w.hello.StandbyRingNs))
+	s.held, s.heldOK, s.heldLast, s.heldSent = true, ok, last, false
+	s.progDirty = true
+	s.w.pendingHeld.Add(1)
 }
 
 // sendLocked forwards one packet to every output.

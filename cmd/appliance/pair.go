@@ -233,6 +233,17 @@ func (p *pairUnit) Serve(ctx context.Context) error {
 // Tick implements pairnet.Handler.
 func (p *pairUnit) Tick(now time.Duration) {
 	p.drain(now)
+	// Held streams are decided at a beat: the loop has just read every
+	// message that waited, so after a stop the machine knows whether the
+	// peer took them over.
+	for more := true; more; {
+		select {
+		case h := <-p.u.held:
+			p.reconfirm(h)
+		default:
+			more = false
+		}
+	}
 	lv := p.local.Load()
 	if lv.unit != p.lastUnit || lv.why != p.lastWhy {
 		p.lastUnit, p.lastWhy = lv.unit, lv.why
@@ -299,6 +310,43 @@ func (p *pairUnit) flushOps() {
 	if p.pending {
 		p.pending = false
 		p.enqueue(pairOp{kind: opFlush})
+	}
+}
+
+// onHeld returns, for a paired unit, how the media hands over the
+// streams a resumed worker held: to the pair loop, which has read the
+// peer's news before it decides (drain, at the next beat). Alone: nil, the
+// media forwards them again at once.
+func (u *unit) onHeld(cfg *config.Config) func([]media.Held) {
+	if cfg.Pair == nil {
+		return nil
+	}
+	u.held = make(chan []media.Held, 64)
+	return func(h []media.Held) {
+		select {
+		case u.held <- h:
+		default:
+			// The loop is far behind: forwarding again is what a unit
+			// alone does, and the machine corrects it if it must.
+			go u.media.Reforward(h)
+		}
+	}
+}
+
+// reconfirm forwards again the held streams the machine still forwards;
+// the others stay in standby, as the machine wants them.
+func (p *pairUnit) reconfirm(held []media.Held) {
+	for _, h := range held {
+		idx, ok := p.index[h.Name]
+		if !ok || !p.m.Forwarding(idx) {
+			continue
+		}
+		op := pairOp{kind: opForward, stream: idx}
+		if h.HasLast {
+			next := h.LastForwarded + 1
+			op.from = &next
+		}
+		p.enqueue(op)
 	}
 }
 

@@ -54,9 +54,10 @@ type unit struct {
 	api     *status.Server
 	ctl     *control.Server
 	keeper  *watchdog.Keeper
-	pair    *pairUnit // nil on a unit that runs alone
-	exe     string    // this binary, for its children (workers, the pair beacon)
-	argv0   string    // the name ps shows them under
+	pair    *pairUnit         // nil on a unit that runs alone
+	held    chan []media.Held // a paired unit's held streams, for the pair loop
+	exe     string            // this binary, for its children (workers, the pair beacon)
+	argv0   string            // the name ps shows them under
 
 	boot        watchdog.BootRecord
 	bootUnsaved bool // the disk refused the record; keepBootRecord retries
@@ -86,6 +87,7 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 		Command:          []string{exe, "worker"},
 		Argv0:            argv0,
 		Alarms:           u.health,
+		OnHeld:           u.onHeld(cfg),
 		Clock:            clk,
 		Logger:           log,
 	})
