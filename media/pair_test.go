@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -519,8 +521,12 @@ func TestResumedWorkerHoldsUntilConfirmed(t *testing.T) {
 	if err := unix.Kill(pid, unix.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
+	testutil.Eventually(t, 5*time.Second, "the worker stopped", func() bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		return err == nil && strings.Contains(string(b), ") T ")
+	})
 	snd.send(t, 20)                    // queued in the socket
-	time.Sleep(300 * time.Millisecond) // the stop under test, not a wait for an event
+	time.Sleep(700 * time.Millisecond) // the stop under test (over stallAfter), not a wait for an event
 	if err := unix.Kill(pid, unix.SIGCONT); err != nil {
 		t.Fatal(err)
 	}

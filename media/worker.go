@@ -75,9 +75,10 @@ type workerProc struct {
 	// its acknowledgement another: so a frame that saw a stream before a
 	// role change reaches the parent before the change's acknowledgement,
 	// never after it.
-	passMu sync.Mutex
-	rep    reportEncoder
-	prog   progressEncoder
+	passMu   sync.Mutex
+	rep      reportEncoder
+	prog     progressEncoder
+	progList []*wstream
 
 	// The stall check (stallAfter): when the main loop last ticked (Mono
 	// ns), whether it is holding the streams now, and how many held
@@ -85,7 +86,6 @@ type workerProc struct {
 	alive       atomic.Int64
 	holding     atomic.Bool
 	pendingHeld atomic.Int64
-	progList    []*wstream
 }
 
 func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
@@ -146,8 +146,8 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 			}
 		case <-prog.C:
 			now := clock.Mono()
-			if now-time.Duration(w.alive.Load()) > stallAfter || w.pendingHeld.Load() > 0 {
-				if err := w.holdAfterStall(); err != nil {
+			if stall := now-time.Duration(w.alive.Load()) > stallAfter; stall || w.pendingHeld.Load() > 0 {
+				if err := w.holdAfterStall(stall); err != nil {
 					return fmt.Errorf("worker: reporting held streams: %w", err)
 				}
 			}
@@ -316,17 +316,26 @@ func (w *workerProc) remove(sid uint32) {
 	}
 	w.mu.Unlock()
 	if s != nil {
+		s.mu.Lock()
+		if s.held && !s.heldSent {
+			s.heldSent = true // gone: nothing to report
+			w.pendingHeld.Add(-1)
+		}
+		s.mu.Unlock()
 		s.close()
 	}
 }
 
-// roles applies a role message, stream by stream.
 // stallAfter is how long the worker's own ticks may stop before it takes
 // itself for resumed after a stop (SIGSTOP of the unit, a paused machine):
 // then its forwarding streams hold what queued in their sockets, in the
 // ring, until the parent confirms them. Forwarding it blindly would send
 // the peer's packets a second time if the peer took over meanwhile.
-const stallAfter = 100 * time.Millisecond
+//
+// Half a second: a worker starved by a saturated machine misses ticks for
+// up to a few hundred milliseconds, and holding then would only delay its
+// streams; a unit stopped for less forwards that much twice at most.
+const stallAfter = 500 * time.Millisecond
 
 // stalled says whether a stream about to forward must hold instead: the
 // worker is reporting a stall, or its ticks stopped (it was stopped, and
@@ -335,20 +344,25 @@ func (w *workerProc) stalled(now time.Duration) bool {
 	return w.holding.Load() || now-time.Duration(w.alive.Load()) > stallAfter
 }
 
-// holdAfterStall holds every forwarding stream and tells the parent which,
-// with what each forwarded last. It runs in the worker's main loop, which
-// sets holding first, so a stream goroutine that runs before it, or during
-// it, holds too.
-func (w *workerProc) holdAfterStall() error {
-	w.holding.Store(true)
-	defer w.holding.Store(false)
+// holdAfterStall holds every forwarding stream after a stall (all), and
+// tells the parent which streams are held, with what each forwarded last.
+// It runs in the worker's main loop, which sets holding first, so a
+// stream goroutine that runs before it, or during it, holds too; without
+// all, it only reports the streams that held by themselves.
+func (w *workerProc) holdAfterStall(all bool) error {
+	if all {
+		w.holding.Store(true)
+		defer w.holding.Store(false)
+	}
 	w.mu.Lock()
 	list := slices.Clone(w.list)
 	w.mu.Unlock()
 	var msg heldMsg
 	for _, s := range list {
 		s.mu.Lock()
-		s.holdLocked()
+		if all {
+			s.holdLocked()
+		}
 		if s.held && !s.heldSent {
 			s.heldSent = true
 			w.pendingHeld.Add(-1)
@@ -367,6 +381,7 @@ func (w *workerProc) holdAfterStall() error {
 	return w.send(msgHeld, msg, nil)
 }
 
+// roles applies a role message, stream by stream.
 func (w *workerProc) roles(m roleMsg) ackMsg {
 	ack := ackMsg{ID: m.ID}
 	for _, c := range m.Changes {
@@ -590,7 +605,9 @@ func (s *wstream) run() {
 // holdLocked stops a forwarding stream after a stall: its input goes to
 // the ring, as a standby's does, until the parent confirms it.
 func (s *wstream) holdLocked() {
-	if s.r.standby {
+	if s.r.standby || !s.r.haveFwd {
+		// Standby already; or nothing forwarded yet, so no point to go
+		// on from: it keeps forwarding.
 		return
 	}
 	last, ok := s.r.setStandby(time.Duration(s.w.hello.StandbyRingNs))
