@@ -22,7 +22,7 @@ test: lint
 
 # The pair's failover scenarios, for real: two units in network namespaces,
 # RTP sources and receivers, every scenario in both input modes, three runs
-# each (root; about 15 minutes, 6 of them the minute-long cpu-starvation
+# each (root; under 10 minutes, 6 of them the minute-long cpu-starvation
 # runs). It runs alone, after the tests, because its figures are timings.
 lab: build
 	./$(BIN) lab --scenario all --mode both --runs 3

@@ -120,29 +120,6 @@ func TestInterrupted(t *testing.T) {
 	}
 }
 
-// inNamespace lists the processes in a named network namespace.
-func inNamespace(name string) []int {
-	ino, ok := nsInode(name)
-	if !ok {
-		return nil
-	}
-	want := fmt.Sprintf("net:[%d]", ino)
-	var out []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || pid == os.Getpid() {
-			// Not a process; or this test, whose thread that made a
-			// socket in the namespace can be the one /proc shows.
-			continue
-		}
-		if l, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil && l == want {
-			out = append(out, pid)
-		}
-	}
-	return out
-}
-
 // TestHangStopsTheWholeUnit runs the hang fault on a unit alone: with its
 // parent and its workers stopped for hangFor, its stream goes dark for that
 // long and then resumes with the same SSRC and numbering. (A hang that

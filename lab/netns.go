@@ -103,11 +103,22 @@ func nsInode(name string) (uint64, bool) {
 // one: what a run left behind (units, workers, the witness) dies with the
 // namespace instead of living on in an unnamed one.
 func killInNS(name string) {
+	for _, pid := range inNamespace(name) {
+		_ = syscall.Kill(pid, syscall.SIGCONT) // a stopped process dies only once it runs
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+// inNamespace lists the processes in a named network namespace, this one
+// aside: a thread of the lab's that made a socket there can be the one
+// /proc shows for it.
+func inNamespace(name string) []int {
 	ino, ok := nsInode(name)
 	if !ok {
-		return
+		return nil
 	}
 	want := fmt.Sprintf("net:[%d]", ino)
+	var out []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -115,10 +126,10 @@ func killInNS(name string) {
 			continue
 		}
 		if l, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns", "net")); err == nil && l == want {
-			_ = syscall.Kill(pid, syscall.SIGCONT) // a stopped process dies only once it runs
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+			out = append(out, pid)
 		}
 	}
+	return out
 }
 
 // descendants lists pid and every process below it.

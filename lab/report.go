@@ -74,11 +74,11 @@ func summarize(sc Scenario, mode string, streams int, runs []*trial) Row {
 		ssrc, two = append(ssrc, w.SSRCChanges), append(two, w.TwoForwarders)
 	}
 	if len(det) > 0 {
-		row.DetectionMs = ms(medianDur(det))
+		row.DetectionMs = ms(median(det))
 	}
-	row.GapMs = ms(medianDur(gap))
-	row.Lost, row.Duplicates, row.Discontinuities = medianInt(lost), medianInt(dups), medianInt(disc)
-	row.SSRCChanges, row.TwoForwarderS = medianInt(ssrc), medianDur(two).Seconds()
+	row.GapMs = ms(median(gap))
+	row.Lost, row.Duplicates, row.Discontinuities = median(lost), median(dups), median(disc)
+	row.SSRCChanges, row.TwoForwarderS = median(ssrc), median(two).Seconds()
 	row.Why = failed(runs)
 	for _, c := range sc.checks {
 		if row.Why != "" {
@@ -97,19 +97,9 @@ func failedRow(sc Scenario, mode string, streams, runs int, err error) Row {
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
-func medianDur(v []time.Duration) time.Duration {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func medianInt(v []int) int {
+// median is the middle value of v (the mean of the two middle ones for
+// an even count); 0 for none.
+func median[T ~int | ~int64](v []T) T {
 	if len(v) == 0 {
 		return 0
 	}

@@ -120,20 +120,19 @@ func zero(what string, f func(StreamResult) int) check {
 	}
 }
 
-// gapBelow wants the worst stream's gap below d: its median over runs, or
-// in every run.
-func gapBelow(d time.Duration, median bool) check {
+// gapBelow wants the gap below d: byMedian, the median over every stream
+// of every run (with one stream, over the runs; with many, the tail is
+// gapEvery's to bound); else the worst stream's in every run.
+func gapBelow(d time.Duration, byMedian bool) check {
 	return func(_ string, _ int, runs []*trial) string {
-		// The median is over every stream of every run: with one stream,
-		// over the runs; with many, the tail is gapEvery's to bound.
 		var gaps []time.Duration
 		for i, t := range runs {
-			if g := worst(t).Gap; !median && g >= d {
+			if g := worst(t).Gap; !byMedian && g >= d {
 				return fmt.Sprintf("run %d: a gap of %v, want below %v", i+1, g.Round(time.Millisecond), d)
 			}
 			gaps = append(gaps, streamGaps(t)...)
 		}
-		if m := medianDur(gaps); median && m >= d {
+		if m := median(gaps); byMedian && m >= d {
 			return fmt.Sprintf("median gap %v, want below %v", m.Round(time.Millisecond), d)
 		}
 		return ""

@@ -195,7 +195,6 @@ func (n *Node) startBeacon() error {
 			n.log.Warn("pair: the heartbeat beacon exited; heartbeats go on from the loop alone, so a busy CPU may again delay them", "err", err)
 		}
 	}()
-	n.beacon = b
 	n.peer.shared = m.word(wCounter)
 	n.bcn.Store(b)
 	if n.muted.Load() {

@@ -32,7 +32,7 @@ type Node struct {
 
 	realtime atomic.Bool
 	muted    atomic.Bool
-	bcn      atomic.Pointer[beacon] // the beacon, for other goroutines
+	bcn      atomic.Pointer[beacon] // the beacon; nil: none (set once, by Run)
 	late     atomic.Uint64
 	maxLate  atomic.Int64
 	tid      atomic.Int64 // the loop thread, while Run runs
@@ -46,7 +46,6 @@ type Node struct {
 	// callbacks it makes, which alone may call Send and AskWitness).
 	peer, witSess *session
 	seal          *sealer
-	beacon        *beacon // nil: none
 	inTick        bool
 	in            [maxDatagram + 1]byte // one more than any valid datagram, so a longer one shows as too long
 	out           [maxDatagram]byte
@@ -267,7 +266,7 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 		if err := n.startBeacon(); err != nil {
 			n.log.Warn("pair: the heartbeat beacon did not start; heartbeats go on from the loop alone, so a busy CPU may delay them", "err", err)
 		}
-		defer n.beacon.stop()
+		defer n.beaconOf().stop()
 	}
 
 	stop := make(chan struct{})
@@ -299,8 +298,8 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 			n.inTick = true
 			h.Tick(now)
 			n.inTick = false
-			if n.beacon != nil {
-				n.beacon.publish(n, now)
+			if b := n.beaconOf(); b != nil {
+				b.publish(n, now)
 			}
 			if late := now - next; late > n.o.Heartbeat {
 				n.late.Add(1)
@@ -446,7 +445,7 @@ func (n *Node) openPair(b []byte, p *pathState, now time.Duration) error {
 	// otherwise), so replay rules apply before the version is looked at:
 	// a recording of an old version's message cannot fake a live peer.
 	err = n.peer.accept(hd)
-	if b := n.beacon; b != nil {
+	if b := n.beaconOf(); b != nil {
 		// The beacon echoes the peer's incarnation as the loop now knows
 		// it (accept learns it even from a stale message).
 		b.mem.store(wEcho, n.peer.echo)
@@ -555,8 +554,8 @@ func (n *Node) sendPath(i int, m *failover.Message, now time.Duration) {
 		all = all[len(m.Entries):]
 		b := n.out[:headerLen]
 		b = appendPair(b, m, t)
-		if n.inTick && i == 0 && n.beacon != nil {
-			n.beacon.gather(b[headerLen:])
+		if bc := n.beaconOf(); n.inTick && i == 0 && bc != nil {
+			bc.gather(b[headerLen:])
 		}
 		putHeader(b, n.peer.next(failover.Version, kindPair), len(b)-headerLen)
 		n.sendTo(&p.sock, &p.c, n.seal.seal(b))
