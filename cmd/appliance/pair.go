@@ -314,8 +314,8 @@ func (p *pairUnit) flushOps() {
 }
 
 // onHeld returns, for a paired unit, how the media hands over the
-// streams a resumed worker held: to the pair loop, which has read the
-// peer's news before it decides (drain, at the next beat). Alone: nil, the
+// streams a resumed worker held: to the pair loop, which decides at its
+// next beat (Tick), once it has read the peer's news. Alone: nil, the
 // media forwards them again at once.
 func (u *unit) onHeld(cfg *config.Config) func([]media.Held) {
 	if cfg.Pair == nil {
