@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -159,19 +160,25 @@ func (r *rig) dropVIPs(u *unit) error {
 
 // ownership is who forwards each stream, as the units' APIs say.
 type ownership struct {
-	owner  map[string][]*unit // units forwarding each stream
-	epochs map[string][]uint64
-	seen   map[*unit]bool // the units that answered
+	owner   map[string][]*unit // units forwarding each stream
+	epochs  map[string][]uint64
+	seen    map[*unit]bool   // the units that answered
+	silence map[*unit]string // why a running unit did not count
 }
 
 func (r *rig) ownership(ctx context.Context) ownership {
-	o := ownership{owner: map[string][]*unit{}, epochs: map[string][]uint64{}, seen: map[*unit]bool{}}
+	o := ownership{owner: map[string][]*unit{}, epochs: map[string][]uint64{}, seen: map[*unit]bool{}, silence: map[*unit]string{}}
 	for _, u := range r.units() {
 		if !u.running() {
 			continue
 		}
 		st, err := u.status(ctx)
-		if err != nil || st.Unit.State != "running" {
+		if err != nil {
+			o.silence[u] = err.Error()
+			continue
+		}
+		if st.Unit.State != "running" {
+			o.silence[u] = "its state is " + st.Unit.State
 			continue
 		}
 		o.seen[u] = true
@@ -189,23 +196,68 @@ func (r *rig) ownership(ctx context.Context) ownership {
 
 // settled says every unit that should answer did (all but one the
 // scenario stopped) and every stream has one owner.
-func (r *rig) settled(o ownership) bool {
+func (r *rig) settled(o ownership) bool { return r.unsettled(o) == "" }
+
+// unsettled says what keeps a pair from being settled, or "" when it is.
+func (r *rig) unsettled(o ownership) string {
+	var why []string
 	expected := 0
 	for _, u := range r.units() {
 		if u.cmd != nil && !u.running() {
 			continue // powered off by the scenario
 		}
 		expected++
-	}
-	if expected == 0 || len(o.seen) != expected {
-		return false
-	}
-	for i := 0; i < r.opts.Streams; i++ {
-		if len(o.owner[streamName(i)]) != 1 {
-			return false
+		if !o.seen[u] {
+			msg := "did not answer"
+			if s := o.silence[u]; s != "" {
+				msg += " (" + s + ")"
+			}
+			why = append(why, u.spec.Name+" "+msg)
 		}
 	}
-	return true
+	if expected == 0 {
+		return "no unit is running"
+	}
+	odd := 0
+	for i := 0; i < r.opts.Streams; i++ {
+		name := streamName(i)
+		if n := len(o.owner[name]); n != 1 {
+			if odd++; odd <= 3 {
+				why = append(why, fmt.Sprintf("%s has %d forwarding units", name, n))
+			}
+		}
+	}
+	if odd > 3 {
+		why = append(why, fmt.Sprintf("%d streams in all without exactly one", odd))
+	}
+	return strings.Join(why, "; ")
+}
+
+// settleWithin is how long a pair that was ready may take to show one
+// owner per stream again before a fault: a status read can be slow on a
+// loaded machine.
+const settleWithin = 5 * time.Second
+
+// awaitSettled returns the ownership once settled. A pair that was not
+// settled at first is worth a line in the progress, with what was seen.
+func (r *rig) awaitSettled(ctx context.Context) (ownership, error) {
+	start := time.Now()
+	o := r.ownership(ctx)
+	first := r.unsettled(o)
+	if first == "" {
+		return o, nil
+	}
+	err := poll(ctx, settleWithin, "one owner per stream", func(ctx context.Context) bool {
+		o = r.ownership(ctx)
+		return r.settled(o)
+	})
+	if err != nil {
+		return o, r.withLogs(fmt.Errorf("the pair is not settled before the fault: first %s; %v later %s", first, settleWithin, r.unsettled(o)))
+	}
+	if r.opts.Progress != nil {
+		fmt.Fprintf(r.opts.Progress, "    before the fault: %s; settled %v later\n", first, time.Since(start).Round(time.Millisecond))
+	}
+	return o, nil
 }
 
 // placed says every stream is forwarded by the unit it prefers, as a pair
@@ -344,9 +396,9 @@ func (r *rig) close() {
 // fault, injects it, lets inject wait for its outcome, records a while
 // longer and judges each stream.
 func (r *rig) measure(ctx context.Context, inject func(ctx context.Context, t *trial) error) (*trial, error) {
-	o := r.ownership(ctx)
-	if !r.settled(o) {
-		return nil, errors.New("the pair is not settled before the fault")
+	o, err := r.awaitSettled(ctx)
+	if err != nil {
+		return nil, err
 	}
 	t := &trial{rig: r, before: o, owners: map[string]netip.Addr{}}
 	for i := range r.sources {

@@ -52,9 +52,21 @@ func TestSettled(t *testing.T) {
 	two := ownership{owner: map[string][]*unit{"s000": {r.a, r.b}, "s001": {r.b}}, seen: one.seen}
 	none := ownership{owner: map[string][]*unit{"s000": {r.a}}, seen: one.seen}
 	silent := ownership{owner: one.owner, seen: map[*unit]bool{r.a: true}}
-	for name, o := range map[string]ownership{"two owners": two, "no owner": none, "a unit silent": silent} {
-		if r.settled(o) {
+	r.a.spec.Name, r.b.spec.Name = "a", "b"
+	silent.silence = map[*unit]string{r.b: "timeout"}
+	for name, tc := range map[string]struct {
+		o   ownership
+		why string
+	}{
+		"two owners":    {two, "s000 has 2 forwarding units"},
+		"no owner":      {none, "s001 has 0 forwarding units"},
+		"a unit silent": {silent, "b did not answer (timeout)"},
+	} {
+		if r.settled(tc.o) {
 			t.Errorf("%s: settled", name)
+		}
+		if got := r.unsettled(tc.o); got != tc.why {
+			t.Errorf("%s: unsettled says %q, want %q", name, got, tc.why)
 		}
 	}
 	r.mode = Lone
