@@ -12,11 +12,12 @@ type Arrival struct {
 	At      time.Duration // when it was read
 	From    netip.Addr    // the unit that sent it
 	SSRC    uint32
-	Seq     uint16 // RTP sequence number as sent by the unit
-	TS      uint32 // RTP timestamp as sent by the unit
-	Counter uint64 // the source's own count, from the payload
-	SrcSeq  uint16 // the sequence number the source gave it
-	SrcTS   uint32 // the timestamp the source gave it
+	Seq     uint16        // RTP sequence number as sent by the unit
+	TS      uint32        // RTP timestamp as sent by the unit
+	Counter uint64        // the source's own count, from the payload
+	SrcSeq  uint16        // the sequence number the source gave it
+	SrcTS   uint32        // the timestamp the source gave it
+	Sent    time.Duration // when the source sent it, on the lab's clock
 }
 
 // Window is the part of a stream's log a scenario judges: the packets the
@@ -39,8 +40,12 @@ type StreamResult struct {
 	Detection time.Duration
 	Gap       time.Duration // the longest time without any packet
 	GapAt     time.Duration // when that silence began, from the fault
-	Lost      int           // source counters never received
-	Dups      int           // receptions beyond the first of a counter
+	// GapSent is how far apart the source sent the two packets around the
+	// longest silence: near one packet interval when the pair made the
+	// silence, near the silence itself when the lab's own source stalled.
+	GapSent time.Duration
+	Lost    int // source counters never received
+	Dups    int // receptions beyond the first of a counter
 	// Discontinuities counts changes of the offsets between the unit's
 	// numbering and the source's (sequence or timestamp): a renumbering the
 	// decoder sees on top of lost packets.
@@ -67,6 +72,7 @@ func Analyze(log []Arrival, w Window) StreamResult {
 	r := StreamResult{Received: len(in), Detection: -1}
 	seen := make(map[uint64]int, len(in))
 	last := w.From
+	var lastSent time.Duration
 	type offsets struct {
 		seq uint16
 		ts  uint32
@@ -81,9 +87,12 @@ func Analyze(log []Arrival, w Window) StreamResult {
 			r.Dups++
 		}
 		if g := a.At - last; g > r.Gap {
-			r.Gap, r.GapAt = g, last-w.Fault
+			r.Gap, r.GapAt, r.GapSent = g, last-w.Fault, 0
+			if i > 0 {
+				r.GapSent = a.Sent - lastSent
+			}
 		}
-		last = a.At
+		last, lastSent = a.At, a.Sent
 		off := offsets{a.Seq - a.SrcSeq, a.TS - a.SrcTS}
 		if i > 0 {
 			if off != prevOff {
@@ -108,7 +117,7 @@ func Analyze(log []Arrival, w Window) StreamResult {
 		}
 	}
 	if g := w.To - last; w.To > last && g > r.Gap {
-		r.Gap, r.GapAt = g, last-w.Fault
+		r.Gap, r.GapAt, r.GapSent = g, last-w.Fault, 0
 	}
 	if n := w.EndCounter - w.FirstCounter; w.EndCounter > w.FirstCounter {
 		r.Lost = int(n) - len(seen)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -110,6 +111,9 @@ func (o Options) fill() (Options, error) {
 // everything it made before it returns, also when ctx is cancelled (an
 // interrupt): then it returns the rows finished so far with ctx's error.
 // It first removes what earlier runs that were killed left behind.
+// labProcs is the least GOMAXPROCS the lab runs with.
+const labProcs = 8
+
 func Run(ctx context.Context, opts Options) ([]Row, error) {
 	opts, err := opts.withDefaults()
 	if err != nil {
@@ -124,6 +128,13 @@ func Run(ctx context.Context, opts Options) ([]Row, error) {
 	}
 	if _, err := lookPath("ip"); err != nil {
 		return nil, ErrNoIP
+	}
+	// The sources' real-time threads need a P after each system call:
+	// spare ones let them find it while the units' load keeps this
+	// process's ordinary threads, and the Ps they hold, off the CPU.
+	if n := runtime.GOMAXPROCS(0); n < labProcs {
+		runtime.GOMAXPROCS(labProcs)
+		defer runtime.GOMAXPROCS(n)
 	}
 	if removed, err := CleanLeftovers(); err != nil {
 		return nil, fmt.Errorf("removing what an earlier lab run left: %w", err)
@@ -185,8 +196,8 @@ func runScenario(ctx context.Context, r *rig, sc Scenario, mode string, progress
 		if w.Detection >= 0 {
 			det = w.Detection.Round(time.Microsecond).String()
 		}
-		fmt.Fprintf(progress, "  %s (%s) run %d: detection %s, gap %v (from %v after the fault), lost %d, duplicates %d\n", sc.Name, mode, i+1,
-			det, w.Gap.Round(time.Microsecond), w.GapAt.Round(time.Millisecond), w.Lost, w.Dups)
+		fmt.Fprintf(progress, "  %s (%s) run %d: detection %s, gap %v (from %v after the fault, sent %v apart), lost %d, duplicates %d\n", sc.Name, mode, i+1,
+			det, w.Gap.Round(time.Microsecond), w.GapAt.Round(time.Millisecond), w.GapSent.Round(time.Millisecond), w.Lost, w.Dups)
 		runs = append(runs, t)
 	}
 	return summarize(sc, mode, r.opts.Streams, runs), nil

@@ -38,7 +38,7 @@ func worst(t *trial) StreamResult {
 	for _, r := range t.results {
 		w.Detection = max(w.Detection, r.Detection)
 		if r.Gap > w.Gap {
-			w.Gap, w.GapAt = r.Gap, r.GapAt
+			w.Gap, w.GapAt, w.GapSent = r.Gap, r.GapAt, r.GapSent
 		}
 		w.Lost = max(w.Lost, r.Lost)
 		w.Dups = max(w.Dups, r.Dups)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,7 @@ func ParsePacket(b []byte) (Arrival, error) {
 	a.SSRC = binary.BigEndian.Uint32(b[8:])
 	p := b[hl:]
 	a.Counter = binary.BigEndian.Uint64(p)
+	a.Sent = time.Duration(binary.BigEndian.Uint64(p[8:]))
 	a.SrcSeq = binary.BigEndian.Uint16(p[16:])
 	a.SrcTS = binary.BigEndian.Uint32(p[18:])
 	return a, nil
@@ -103,6 +105,10 @@ type Sender struct {
 	Size    int // datagram size, at least 12 + the payload the lab needs
 }
 
+// sourcePriority is the sources' SCHED_FIFO priority: above every ordinary
+// thread, below the units' heartbeat threads (pairnet.DefaultRTPriority).
+const sourcePriority = 5
+
 // Run sends until ctx ends.
 func (s *Sender) Run(ctx context.Context) error {
 	if s.PPS <= 0 || s.Size < rtpHeader+payloadMin || s.Size > 1400 {
@@ -119,6 +125,14 @@ func (s *Sender) Run(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// A real encoder is another machine: the units' load must not
+			// delay it. Below the units' heartbeat threads; without the
+			// privilege, the source runs as it is and its lateness shows
+			// in each run's "sent apart".
+			// The thread is never unlocked: it ends with the goroutine,
+			// so no other goroutine runs at this priority.
+			runtime.LockOSThread()
+			_ = unix.SchedSetAttr(0, &unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: sourcePriority}, 0)
 			s.pace(ctx, shard)
 		}()
 	}
@@ -131,14 +145,7 @@ func (s *Sender) pace(ctx context.Context, shard []*Source) {
 	tsStep := uint32(90000 / s.PPS)
 	interval := time.Second / time.Duration(s.PPS)
 	start := Clock()
-	timer := time.NewTimer(0)
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
+	for ctx.Err() == nil {
 		now := Clock()
 		due := uint64((now - start) / interval)
 		for _, src := range shard {
@@ -160,8 +167,14 @@ func (s *Sender) pace(ctx context.Context, shard []*Source) {
 				}
 			}
 		}
+		// The thread sleeps in the kernel, not on a Go timer: a timer
+		// fires only when some ordinary thread of this process runs, which
+		// the units' load can delay (ctx is seen within one interval).
 		next := start + time.Duration(due+1)*interval
-		timer.Reset(max(next-Clock(), 0))
+		if d := next - Clock(); d > 0 {
+			ts := unix.NsecToTimespec(int64(d))
+			_ = unix.Nanosleep(&ts, nil)
+		}
 	}
 }
 
