@@ -255,3 +255,60 @@ func TestVIPsMoveManyNeighbours(t *testing.T) {
 		}
 	}
 }
+
+// TestVIPsAddAll: one write adds many addresses, as AddAll's single
+// requests would (prefix, broadcast), an address already there is no
+// error, and a missing interface fails every one.
+func TestVIPsAddAll(t *testing.T) {
+	s := newSegment(t)
+	var ps []netip.Prefix
+	for i := range 60 {
+		bits := 32
+		if i%2 == 0 {
+			bits = 24
+		}
+		ps = append(ps, netip.PrefixFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(100 + i)}), bits))
+	}
+	v := NewVIPs()
+	defer v.Close()
+	in(t, s.a, func() {
+		if err := v.Add("va", ps[7]); err != nil { // there before
+			t.Fatal(err)
+		}
+		for i, err := range v.AddAll("va", ps) {
+			if err != nil {
+				t.Errorf("%v: %v", ps[i], err)
+			}
+		}
+		for _, err := range v.AddAll("no-such-if", ps[:3]) {
+			if err == nil {
+				t.Error("adding on a missing interface succeeded")
+			}
+		}
+		if errs := v.AddAll("va", nil); len(errs) != 0 {
+			t.Errorf("nothing to add: %v", errs)
+		}
+	})
+	addrs, err := s.ha.AddrList(s.va, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[netip.Addr]netlink.Addr{}
+	for _, a := range addrs {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		got[ip.Unmap()] = a
+	}
+	for _, p := range ps {
+		a, ok := got[p.Addr()]
+		if !ok {
+			t.Errorf("%v is not on the interface", p)
+			continue
+		}
+		if ones, _ := a.Mask.Size(); ones != p.Bits() {
+			t.Errorf("%v added as /%d", p, ones)
+		}
+		if p.Bits() == 24 && !a.Broadcast.Equal(net.IPv4(198, 18, 0, 255)) {
+			t.Errorf("%v has broadcast %v, want 198.18.0.255", p, a.Broadcast)
+		}
+	}
+}

@@ -542,9 +542,30 @@ func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 		}
 		after = after[:0]
 	}
+	// Addresses a batch only takes are added while the workers change
+	// roles, not after: a packet that reaches a stream still in standby
+	// goes to its ring, and the forward replays it. Hundreds of addresses
+	// take tens of milliseconds; in series they came after every role
+	// change of the batch.
+	var holding chan struct{}
+	if holds := onlyHolds(batch); len(holds) > 0 {
+		holding = make(chan struct{})
+		go func() {
+			defer close(holding)
+			t0 := p.u.clk.Mono()
+			p.holdVIPs(holds)
+			if len(holds) > 1 {
+				p.u.log.Info("pair: virtual IPs taken", "streams", len(holds), "took", p.u.clk.Mono()-t0)
+			}
+		}()
+		defer func() { <-holding }()
+	}
 	for _, op := range batch {
 		switch op.kind {
 		case opHoldVIP, opReleaseVIP:
+			if holding != nil {
+				continue // taken above
+			}
 			// Order matters within a stream only: an address change
 			// waits for its own stream's role change in the batch (a
 			// takeover is Forward, then HoldVIP, for each of hundreds of
@@ -573,6 +594,22 @@ func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 		which = append(which, op)
 	}
 	flush()
+}
+
+// onlyHolds lists the streams whose addresses a batch takes, when taking
+// is all it does with addresses (a batch that also releases some keeps
+// its order).
+func onlyHolds(batch []pairOp) []int {
+	var holds []int
+	for _, op := range batch {
+		switch op.kind {
+		case opReleaseVIP:
+			return nil
+		case opHoldVIP:
+			holds = append(holds, op.stream)
+		}
+	}
+	return holds
 }
 
 // The sender's neighbour table ignores a gratuitous ARP that comes within
@@ -619,6 +656,41 @@ func (p *pairUnit) vip(stream int, hold bool) {
 	}
 	if now-vs.announced >= vipAnnounceGap {
 		p.announce(stream, now)
+	}
+}
+
+// holdVIPs is vip(s, true) for many streams, adding the addresses each
+// interface lacks in one write.
+func (p *pairUnit) holdVIPs(streams []int) {
+	var ifaces []string
+	adds := map[string][]int{}
+	for _, s := range streams {
+		if p.vips[s].held {
+			p.vip(s, true)
+			continue
+		}
+		ifname := p.streams[s].VIP.Interface
+		if adds[ifname] == nil {
+			ifaces = append(ifaces, ifname)
+		}
+		adds[ifname] = append(adds[ifname], s)
+	}
+	for _, ifname := range ifaces {
+		ss := adds[ifname]
+		ps := make([]netip.Prefix, len(ss))
+		for i, s := range ss {
+			ps[i] = p.streams[s].VIP.Address
+		}
+		errs := p.vipc.AddAll(ifname, ps)
+		now := p.u.clk.Mono()
+		for i, s := range ss {
+			if errs[i] != nil {
+				p.u.log.Error("pair: adding the stream's virtual IP", "stream", p.streams[s].Name, "err", errs[i])
+				continue
+			}
+			p.vips[s].held, p.vips[s].heldAt = true, now
+			p.announce(s, now)
+		}
 	}
 }
 
