@@ -745,7 +745,7 @@ func (p *pairUnit) feed(ctx context.Context) {
 	defer t.Stop()
 	var lastRefused uint64
 	var refusedAt time.Duration
-	authUp, rtChecked := false, false
+	authUp := false
 	started := p.u.clk.Mono()
 	var lastLate uint64
 	var lateLogged time.Duration
@@ -779,8 +779,10 @@ func (p *pairUnit) feed(ctx context.Context) {
 				"late_beats", st.Late-lastLate, "max_late", st.MaxLate, "detect", p.detect)
 			lastLate, lateLogged = st.Late, now
 		}
-		if !rtChecked && now-started > time.Second {
-			rtChecked = true
+		// From a second after the start (the loop and the beacon start
+		// meanwhile), and on every tick after: a beacon that exits later
+		// is seen as well.
+		if now-started > time.Second {
 			switch {
 			case !st.Realtime:
 				p.u.health.Set(health.PairNoRealtime.Name, health.Warning,
@@ -788,6 +790,8 @@ func (p *pairUnit) feed(ctx context.Context) {
 			case !st.Beacon.Running:
 				p.u.health.Set(health.PairNoRealtime.Name, health.Warning,
 					"the heartbeat beacon is not running (see the log for why), so a busy CPU can delay heartbeats and make the peer take over: restart the unit when convenient")
+			default:
+				p.u.health.Clear(health.PairNoRealtime.Name)
 			}
 		}
 	}
