@@ -37,6 +37,12 @@ type StreamSpec struct {
 	// paired unit starts every stream so, and the pair decides. It applies
 	// when the stream is added; later changes go through SetRoles.
 	Standby bool
+	// Group spreads streams over the workers: a new stream goes to the
+	// worker with the fewest streams of its group, then the fewest in all.
+	// A paired unit groups its streams by the unit that prefers them, so
+	// the streams a takeover brings are spread over every worker (and its
+	// core) rather than doubling the load of a few.
+	Group string
 }
 
 // sameRelay reports whether two specs relay alike: an update is needed otherwise.
@@ -286,7 +292,7 @@ func (m *Manager) bindLocked(st *stream, waits *[]waiter) {
 	// shared with every copy a worker holds, so it must never be called
 	// while a worker reads the socket.
 	st.inputFD = int(f.Fd())
-	w := m.leastLoaded()
+	w := m.leastLoaded(spec.Group)
 	w.streams[st.sid] = st
 	w.count.Store(int32(len(w.streams)))
 	st.w = w
@@ -305,11 +311,20 @@ func (m *Manager) bindLocked(st *stream, waits *[]waiter) {
 	}
 }
 
-func (m *Manager) leastLoaded() *mworker {
-	best := m.workers[0]
-	for _, w := range m.workers[1:] {
-		if len(w.streams) < len(best.streams) {
-			best = w
+// leastLoaded is the worker with the fewest streams of group, then the
+// fewest streams, then the lowest number.
+func (m *Manager) leastLoaded(group string) *mworker {
+	var best *mworker
+	bestIn := 0
+	for _, w := range m.workers {
+		in := 0
+		for _, st := range w.streams {
+			if st.spec.Load().Group == group {
+				in++
+			}
+		}
+		if best == nil || in < bestIn || (in == bestIn && len(w.streams) < len(best.streams)) {
+			best, bestIn = w, in
 		}
 	}
 	return best

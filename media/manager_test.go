@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -90,4 +91,40 @@ func TestRefusedStreamIsFailed(t *testing.T) {
 		return st["bad"].State == "failed" && strings.Contains(st["bad"].Error, "worker-0 refused it: stream bad: clock rate 0") &&
 			st["good"].State != "failed" && st["good"].WorkerPID != 0
 	})
+}
+
+// TestGroupsSpreadOverWorkers: streams are placed by group first, so each
+// group's streams are spread over every worker (a paired unit groups by
+// preferred unit: a takeover's streams land on every worker), and the
+// totals stay even.
+func TestGroupsSpreadOverWorkers(t *testing.T) {
+	// Alternating, as a pair's config often has them: by count alone,
+	// worker 0 would get every other stream, and with them all of group a.
+	groups := []string{"a", "b", "a", "b", "a", "b", "a", "b"}
+	var specs []StreamSpec
+	for i, g := range groups {
+		specs = append(specs, StreamSpec{Name: fmt.Sprintf("s%d", i), Group: g, Input: netip.MustParseAddrPort("127.0.0.1:0"),
+			Outputs: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, ClockRate: 90000})
+	}
+	m, err := NewManager(Options{Streams: specs, Workers: 2, HangTimeout: 5 * time.Second, ReportInterval: 100 * time.Millisecond,
+		ProgressInterval: 5 * time.Millisecond, Command: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	type place struct {
+		worker int
+		group  string
+	}
+	count := map[place]int{}
+	for _, s := range m.Streams() {
+		count[place{s.Worker, groups[s.Name[1]-'0']}]++
+	}
+	for _, w := range []int{0, 1} {
+		for _, g := range []string{"a", "b"} {
+			if n := count[place{w, g}]; n != 2 {
+				t.Errorf("worker %d has %d streams of group %s, want 2 (placement: %v)", w, n, g, count)
+			}
+		}
+	}
 }

@@ -193,7 +193,7 @@ func streamSpecs(cfg *config.Config) []media.StreamSpec {
 		// A paired unit starts every stream in standby: the pair decides
 		// which unit forwards it. A VIP is bound before it is held.
 		spec := media.StreamSpec{Name: s.Name, Input: s.Input.Addr, ClockRate: s.ClockRate,
-			Standby: cfg.Pair != nil, FreeBind: s.InputMode == "vip"}
+			Standby: cfg.Pair != nil, FreeBind: s.InputMode == "vip", Group: s.Prefer}
 		for _, o := range s.Outputs {
 			spec.Outputs = append(spec.Outputs, o.Addr)
 		}
