@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building the appliance for the end-to-end tests: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := testutil.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
