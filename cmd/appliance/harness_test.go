@@ -9,15 +9,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"appliance/config"
 	"appliance/internal/testutil"
 	"appliance/media"
 	"appliance/status"
@@ -114,10 +117,63 @@ func startUnit(t testing.TB, cfg string) *unitProc {
 	return startUnitIn(t, dir, withPrivateState(cfg, dir))
 }
 
+// demoPorts are the ports `make run` holds or sends to on loopback: the
+// demo's status page, its stream's input (which its test source feeds) and
+// its output. A test that used them would fail, or disturb the demo, while
+// make run is up.
+var demoPorts = []uint16{8080, 5004, 6004}
+
+// demoPortsIn lists the addresses of cfg that are demo ports on this
+// machine. A config that does not parse is refused before anything binds.
+func demoPortsIn(cfg string) []string {
+	c, err := config.Parse("test.yaml", []byte(cfg))
+	if err != nil {
+		return nil
+	}
+	var addrs []netip.AddrPort
+	if ap, err := netip.ParseAddrPort(c.Status.Listen); err == nil {
+		addrs = append(addrs, ap)
+	}
+	for _, s := range c.Streams {
+		addrs = append(addrs, s.Input.Addr)
+		for _, o := range s.Outputs {
+			addrs = append(addrs, o.Addr)
+		}
+	}
+	for _, ts := range c.TestSources {
+		addrs = append(addrs, ts.To.Addr)
+	}
+	if c.Pair != nil {
+		addrs = append(addrs, c.Pair.Witness)
+		for _, p := range c.Pair.Paths {
+			addrs = append(addrs, p.Local, p.Remote)
+		}
+	}
+	var bad []string
+	for _, ap := range addrs {
+		a := ap.Addr().Unmap()
+		if ap.IsValid() && (a.IsLoopback() || a.IsUnspecified()) && slices.Contains(demoPorts, ap.Port()) {
+			bad = append(bad, ap.String())
+		}
+	}
+	return bad
+}
+
+// noDemoPorts fails a test whose unit would use the demo's ports: tests
+// take free ones (freeUDPPorts, freeTCPAddr), so that make test passes
+// while make run is up.
+func noDemoPorts(t testing.TB, cfg string) {
+	t.Helper()
+	if bad := demoPortsIn(cfg); len(bad) > 0 {
+		t.Fatalf("the test's config uses %v, the demo's ports (make run holds them): take free ports with freeUDPPorts and freeTCPAddr", bad)
+	}
+}
+
 // startUnitIn is startUnit with the unit's directory (its config, and
 // whatever the config puts there) chosen by the caller.
 func startUnitIn(t testing.TB, dir, cfg string) *unitProc {
 	t.Helper()
+	noDemoPorts(t, cfg)
 	path := filepath.Join(dir, "unit.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

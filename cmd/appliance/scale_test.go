@@ -189,6 +189,7 @@ func TestIdleConnectionsLeaveRoomForRestarts(t *testing.T) {
 	cfg := streamsConfig(2, ports[:4], ports[4:], nil, "")
 	dir := t.TempDir()
 	cfg = withPrivateState(cfg, dir)
+	noDemoPorts(t, cfg)
 	path := filepath.Join(dir, "unit.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
