@@ -381,7 +381,7 @@ func TestListenHint(t *testing.T) {
 	dir := t.TempDir()
 	ports := freeUDPPorts(t, 2)
 	cfg := withPrivateState(streamsConfig(1, ports[:1], ports[1:], nil, fmt.Sprintf("status: {listen: %q}\n", busy)), dir)
-	noDemoPorts(t, cfg)
+	noDemoPorts(t, cfg, "")
 	path := filepath.Join(dir, "unit.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -501,15 +501,21 @@ func TestNoConfigIsTheDemo(t *testing.T) {
 // catches each of the demo's addresses.
 func TestDemoPortsGuard(t *testing.T) {
 	t.Parallel()
-	got := demoPortsIn(string(config.DefaultYAML()))
+	got := demoPortsIn(string(config.DefaultYAML()), "")
 	want := []string{"127.0.0.1:8080", "127.0.0.1:5004", "127.0.0.1:6004", "127.0.0.1:5004"}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the demo config: %v, want %v", got, want)
 	}
-	if got := demoPortsIn("version: 1\nunit: {name: x}\nstatus: {listen: \"0.0.0.0:8080\"}\nstreams:\n  - {name: a, input: \"udp://0.0.0.0:15004\", outputs: [\"udp://[::1]:6004\"]}\n"); len(got) != 2 {
+	if got := demoPortsIn("version: 1\nunit: {name: x}\n", ""); len(got) != 1 {
+		t.Errorf("a config without a status section (the default status.listen): %v, want it", got)
+	}
+	if got := demoPortsIn("version: 1\nunit: {name: x}\n", "127.0.0.1:18080"); len(got) != 0 {
+		t.Errorf("the same with --listen elsewhere: %v, want none", got)
+	}
+	if got := demoPortsIn("version: 1\nunit: {name: x}\nstatus: {listen: \"0.0.0.0:8080\"}\nstreams:\n  - {name: a, input: \"udp://0.0.0.0:15004\", outputs: [\"udp://[::1]:6004\"]}\n", ""); len(got) != 2 {
 		t.Errorf("the wildcard and IPv6 loopback: %v, want both", got)
 	}
-	if got := demoPortsIn("version: 1\nunit: {name: x}\nstatus: {listen: \"127.0.0.1:18080\"}\nstreams:\n  - {name: a, input: \"udp://127.0.0.1:15004\", outputs: [\"udp://192.0.2.1:6004\"]}\n"); len(got) != 0 {
+	if got := demoPortsIn("version: 1\nunit: {name: x}\nstatus: {listen: \"127.0.0.1:18080\"}\nstreams:\n  - {name: a, input: \"udp://127.0.0.1:15004\", outputs: [\"udp://192.0.2.1:6004\"]}\n", ""); len(got) != 0 {
 		t.Errorf("other ports, and another machine's 6004: %v, want none", got)
 	}
 }

@@ -387,10 +387,10 @@ func demoOnFreePorts(t *testing.T) (cfg, api string) {
 		"127.0.0.1:6004", fmt.Sprintf("127.0.0.1:%d", udp[1]),
 		"127.0.0.1:8080", api,
 	).Replace(string(config.DefaultYAML()))
-	if bad := demoPortsIn(string(config.DefaultYAML())); len(bad) != len(demoPorts)+1 {
+	if bad := demoPortsIn(string(config.DefaultYAML()), ""); len(bad) != len(demoPorts)+1 {
 		t.Fatalf("the demo config uses %v; want every demo port (the input twice): update demoPorts", bad)
 	}
-	noDemoPorts(t, cfg)
+	noDemoPorts(t, cfg, api)
 	return cfg, api
 }
 

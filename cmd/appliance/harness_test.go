@@ -123,12 +123,16 @@ func startUnit(t testing.TB, cfg string) *unitProc {
 // make run is up.
 var demoPorts = []uint16{8080, 5004, 6004}
 
-// demoPortsIn lists the addresses of cfg that are demo ports on this
-// machine. A config that does not parse is refused before anything binds.
-func demoPortsIn(cfg string) []string {
+// demoPortsIn lists the addresses of a unit run on cfg (and --listen
+// listen, if not "") that are demo ports on this machine. A config that
+// does not parse is refused before anything binds.
+func demoPortsIn(cfg, listen string) []string {
 	c, err := config.Parse("test.yaml", []byte(cfg))
 	if err != nil {
 		return nil
+	}
+	if listen != "" {
+		c.Status.Listen = listen
 	}
 	var addrs []netip.AddrPort
 	if ap, err := netip.ParseAddrPort(c.Status.Listen); err == nil {
@@ -162,9 +166,9 @@ func demoPortsIn(cfg string) []string {
 // noDemoPorts fails a test whose unit would use the demo's ports: tests
 // take free ones (freeUDPPorts, freeTCPAddr), so that make test passes
 // while make run is up.
-func noDemoPorts(t testing.TB, cfg string) {
+func noDemoPorts(t testing.TB, cfg, listen string) {
 	t.Helper()
-	if bad := demoPortsIn(cfg); len(bad) > 0 {
+	if bad := demoPortsIn(cfg, listen); len(bad) > 0 {
 		t.Fatalf("the test's config uses %v, the demo's ports (make run holds them): take free ports with freeUDPPorts and freeTCPAddr", bad)
 	}
 }
@@ -173,12 +177,12 @@ func noDemoPorts(t testing.TB, cfg string) {
 // whatever the config puts there) chosen by the caller.
 func startUnitIn(t testing.TB, dir, cfg string) *unitProc {
 	t.Helper()
-	noDemoPorts(t, cfg)
 	path := filepath.Join(dir, "unit.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	api := freeTCPAddr(t)
+	noDemoPorts(t, cfg, api)
 	u := &unitProc{t: t, api: "http://" + api, logs: &testutil.SyncBuffer{}, waited: make(chan error, 1),
 		dir: dir, config: path, socket: filepath.Join(dir, "control.sock")}
 	u.cmd = exec.Command(bin, "run", "--config", path, "--listen", api)

@@ -189,12 +189,12 @@ func TestIdleConnectionsLeaveRoomForRestarts(t *testing.T) {
 	cfg := streamsConfig(2, ports[:4], ports[4:], nil, "")
 	dir := t.TempDir()
 	cfg = withPrivateState(cfg, dir)
-	noDemoPorts(t, cfg)
 	path := filepath.Join(dir, "unit.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	api := freeTCPAddr(t)
+	noDemoPorts(t, cfg, api)
 	logs := &testutil.SyncBuffer{}
 	cmd := exec.Command("sh", "-c", `ulimit -n 1024 && exec "$0" run --config "$1" --listen "$2"`, bin, path, api)
 	cmd.Stdout, cmd.Stderr = logs, logs
