@@ -27,7 +27,8 @@ test: lint
 	root=$$(grep -c '^root ' $$skips); \
 	msg=""; \
 	if [ -n "$$pkgs" ]; then msg="tools missing: apt-get install -y --no-install-recommends $$pkgs"; fi; \
-	if [ "$$root" -gt 0 ]; then msg="$${msg:+$$msg; }$$root need root (sudo make test)"; fi; \
+	if [ "$$root" -eq 1 ]; then msg="$${msg:+$$msg; }1 needs root (sudo make test)"; fi; \
+	if [ "$$root" -gt 1 ]; then msg="$${msg:+$$msg; }$$root need root (sudo make test)"; fi; \
 	if [ -n "$$msg" ]; then echo "rig tests skipped: $$msg"; fi; \
 	rm -f $$skips; exit $$rc
 

@@ -122,7 +122,11 @@ func SkipSummary() string {
 	if n := len(skips.packages); n > 0 {
 		parts = append(parts, "tools missing: apt-get install -y --no-install-recommends "+strings.Join(skips.packages, " "))
 	}
-	if n := len(skips.root); n > 0 {
+	switch n := len(skips.root); n {
+	case 0:
+	case 1:
+		parts = append(parts, "1 needs root (sudo make test)")
+	default:
 		parts = append(parts, fmt.Sprintf("%d need root (sudo make test)", n))
 	}
 	if len(parts) == 0 {

@@ -127,7 +127,7 @@ func TestNeedRoot(t *testing.T) {
 			if !strings.Contains(f.skipped, "needs root: network namespaces") {
 				t.Fatalf("not root: skip message %q", f.skipped)
 			}
-			if s := SkipSummary(); !strings.Contains(s, "1 need root") {
+			if s := SkipSummary(); !strings.Contains(s, "1 needs root (sudo make test)") {
 				t.Fatalf("summary %q", s)
 			}
 		default:
