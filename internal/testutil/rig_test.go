@@ -137,3 +137,23 @@ func TestNeedRoot(t *testing.T) {
 		}
 	}
 }
+
+// TestCIRequiresRigs: CI makes rig tests required before it runs them, and
+// make test collects the skips into its summary line.
+func TestCIRequiresRigs(t *testing.T) {
+	ci, err := os.ReadFile("../../.ci/run")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, run := strings.Index(string(ci), "\nexport "+RigsEnv+"=required\n"), strings.Index(string(ci), "\nmake test\n")
+	if req < 0 || run < 0 || req > run {
+		t.Errorf(".ci/run must export %s=required before make test", RigsEnv)
+	}
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), SkipsEnv+"=$$skips $(GO) test") || !strings.Contains(string(mk), `echo "rig tests skipped: $$msg"`) {
+		t.Errorf("make test must pass %s to go test and print the summary line", SkipsEnv)
+	}
+}
