@@ -16,9 +16,21 @@ run: build
 	./$(BIN) run
 
 # Everything: vet, format, and every test with the race detector. Tests that
-# need root (network namespaces, systemd-nspawn, QEMU) run when this runs as root.
+# need root (network namespaces, systemd-nspawn, QEMU) run when this runs as
+# root; a rig test whose tools are missing is skipped, and the run ends with
+# one line naming the packages to install (internal/testutil/rig.go). CI sets
+# APPLIANCE_RIGS=required, which fails such a test instead.
 test: lint
-	$(GO) test -race -count=1 -timeout 28m ./...
+	@skips=$$(mktemp); \
+	APPLIANCE_RIG_SKIPS=$$skips $(GO) test -race -count=1 -timeout 28m ./...; rc=$$?; \
+	pkgs=$$(sed -n 's/^pkg \([^ ]*\) .*/\1/p' $$skips | sort -u | xargs); \
+	root=$$(grep -c '^root ' $$skips); \
+	msg=""; \
+	if [ -n "$$pkgs" ]; then msg="tools missing: apt-get install -y --no-install-recommends $$pkgs"; fi; \
+	if [ "$$root" -eq 1 ]; then msg="$${msg:+$$msg; }1 needs root (sudo make test)"; fi; \
+	if [ "$$root" -gt 1 ]; then msg="$${msg:+$$msg; }$$root need root (sudo make test)"; fi; \
+	if [ -n "$$msg" ]; then echo "rig tests skipped: $$msg"; fi; \
+	rm -f $$skips; exit $$rc
 
 # The pair's failover scenarios, for real: two units in network namespaces,
 # RTP sources and receivers, every scenario in both input modes, three runs

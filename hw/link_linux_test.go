@@ -2,7 +2,6 @@ package hw
 
 import (
 	"context"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -58,9 +57,7 @@ func newNetns(t *testing.T) netns.NsHandle {
 // carrier of the watched end, which the monitor must see through netlink
 // updates (polls are an hour apart) and raise after the debounce.
 func TestNetlinkLinkDown(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
+	testutil.NeedRoot(t, "network namespaces")
 	ns := newNetns(t)
 	h, err := netlink.NewHandleAt(ns)
 	if err != nil {
@@ -144,9 +141,7 @@ func TestNetlinkLinkDown(t *testing.T) {
 }
 
 func TestNetlinkList(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces")
-	}
+	testutil.NeedRoot(t, "network namespaces")
 	ns := newNetns(t)
 	links, err := NewLinkWatcher(ns).List()
 	if err != nil {

@@ -46,8 +46,7 @@ type container struct {
 
 func bootContainer(t *testing.T, name string) *container {
 	t.Helper()
-	needRoot(t)
-	needTool(t, "systemd-nspawn", "systemd-container")
+	needRig(t, testutil.Tool{Name: "systemd-nspawn", Package: "systemd-container"})
 	tarball := rootfsTarball(t, containerPackages)
 	dir := t.TempDir()
 	extract(t, tarball, dir)

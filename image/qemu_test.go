@@ -75,9 +75,7 @@ type apiStatus struct {
 }
 
 func TestHardwareWatchdogReset(t *testing.T) {
-	needRoot(t)
-	needTool(t, "qemu-system-x86_64", "qemu-system-x86")
-	needTool(t, "mkfs.ext4", "e2fsprogs")
+	needRig(t, testutil.Tool{Name: "qemu-system-x86_64", Package: "qemu-system-x86"}, testutil.Tool{Name: "mkfs.ext4", Package: "e2fsprogs"})
 	tarball := rootfsTarball(t, vmPackages)
 	work := t.TempDir()
 	root := filepath.Join(work, "root")

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"appliance/internal/testutil"
 )
 
 // The rigs here boot the real unit file and binary: under systemd in a
@@ -23,22 +25,18 @@ import (
 // (QEMU). They need root; .ci/run installs mmdebstrap, systemd-container and
 // QEMU. Root file systems are built once and cached (see rigCache).
 
-func needRoot(t *testing.T) {
+// needRig skips a rig test with -short, without root, or without its
+// tools (mmdebstrap builds every rig's root file system).
+func needRig(t *testing.T, tools ...testutil.Tool) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: boots systemd in a container and a VM")
-	}
 	if testing.Short() {
 		t.Skip("rig test: skipped with -short")
 	}
+	testutil.NeedRoot(t, "boots systemd in a container and a VM")
+	testutil.NeedTools(t, append(tools, testutil.Tool{Name: "mmdebstrap", Package: "mmdebstrap"})...)
 }
 
-func needTool(t *testing.T, name, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s not found: install %s (.ci/run does)", name, pkg)
-	}
-}
+func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
 
 // repoRoot is the repository's top directory.
 func repoRoot(t *testing.T) string {
@@ -99,7 +97,6 @@ func rigCache(t *testing.T) string {
 // A lock keeps concurrent test processes from building the same one twice.
 func rootfsTarball(t *testing.T, include []string, extra ...string) string {
 	t.Helper()
-	needTool(t, "mmdebstrap", "mmdebstrap")
 	key := sha256.Sum256([]byte(strings.Join(include, ",") + "|" + strings.Join(extra, " ")))
 	cache := rigCache(t)
 	tarball := filepath.Join(cache, "bookworm-"+hex.EncodeToString(key[:6])+".tar")

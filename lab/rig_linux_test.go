@@ -21,12 +21,8 @@ func needRoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("rig test: builds network namespaces")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs it as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip: apt-get install iproute2")
-	}
+	testutil.NeedRoot(t, "network namespaces")
+	testutil.NeedTools(t, testutil.Tool{Name: "ip", Package: "iproute2"})
 }
 
 // reach sends a datagram from one namespace to an address in another and

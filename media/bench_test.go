@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"appliance/internal/testutil"
 )
 
 // The relay benchmark runs each relay as a child process (this test binary
@@ -26,7 +28,7 @@ const benchChildEnv = "MEDIA_BENCH_CHILD"
 func TestMain(m *testing.M) {
 	switch os.Getenv(benchChildEnv) {
 	case "":
-		os.Exit(m.Run())
+		os.Exit(testutil.Main(m))
 	case "worker":
 		ctx, stop := signalContext()
 		defer stop()

@@ -29,6 +29,8 @@ type GenResult struct {
 	SSRC     uint32 `json:"ssrc"`
 	FirstSeq uint16 `json:"first_seq"`
 	Errors   uint64 `json:"errors"`
+	// LastError is why the last failed send failed; "" if none did.
+	LastError string `json:"last_error,omitempty"`
 }
 
 // Serve sends until the duration is over or ctx ends. It is a supervisor service.
@@ -103,6 +105,7 @@ func (g *Generator) Run(ctx context.Context) (GenResult, error) {
 			// Nobody listening yet is normal for a test source; keep pacing.
 			if !errors.Is(err, net.ErrClosed) {
 				res.Errors++
+				res.LastError = err.Error()
 			}
 		} else {
 			res.Sent++

@@ -460,9 +460,7 @@ func TestProgressIsFresh(t *testing.T) {
 // TestFreeBindInput: a stream on an address the machine does not have
 // starts, in standby, without error; without FreeBind it cannot.
 func TestFreeBindInput(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root, as the unit runs")
-	}
+	testutil.NeedRoot(t, "IP_FREEBIND on an address the machine does not have, as the unit runs")
 	probe, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	os.Exit(testutil.Main(m))
 }
 
 func testBeacon() *exec.Cmd {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -433,9 +432,7 @@ func TestCloseStopsRun(t *testing.T) {
 // TestRealtimeThread: as root, the loop thread runs under SCHED_FIFO at
 // the priority asked for.
 func TestRealtimeThread(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("SCHED_FIFO needs CAP_SYS_NICE: run the tests as root to check the real-time thread")
-	}
+	testutil.NeedRoot(t, "SCHED_FIFO needs CAP_SYS_NICE")
 	t.Parallel()
 	ad := freeAddrs(t, 2)
 	o := options([]Path{{ad[0], ad[1]}})

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -26,9 +25,7 @@ type segment struct {
 
 func newSegment(t *testing.T) *segment {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("virtual addresses need network namespaces, CAP_NET_ADMIN and CAP_NET_RAW: run the tests as root")
-	}
+	testutil.NeedRoot(t, "virtual addresses need network namespaces, CAP_NET_ADMIN and CAP_NET_RAW")
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()

@@ -156,6 +156,20 @@ type Server struct {
 	render renderer
 }
 
+// ListenError is a status address that could not be bound. Its message
+// names status.listen; a caller that took the address from elsewhere (a
+// command-line flag) can name that instead.
+type ListenError struct {
+	Addr string
+	Err  error
+}
+
+func (e *ListenError) Error() string {
+	return fmt.Sprintf("status: listen on %s: %v (set status.listen to a free address)", e.Addr, e.Err)
+}
+
+func (e *ListenError) Unwrap() error { return e.Err }
+
 // Listen binds addr now, so that a busy port is reported before anything
 // else starts.
 func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, error) {
@@ -167,7 +181,7 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 	}
 	inner, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("status: listen on %s: %w (set status.listen to a free address)", addr, err)
+		return nil, &ListenError{Addr: addr, Err: err}
 	}
 	ln, err := newCapListener(inner, opts.MaxConnections)
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"appliance/internal/testutil"
 )
 
 // The boot record on a full disk, on a real file system: a 64 KiB tmpfs
@@ -18,9 +20,7 @@ import (
 // function that fills every free page, and one that frees them.
 func fullTmpfs(t *testing.T) (stateDir string, fill, free func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("the full-disk rig mounts a tmpfs, which needs root: run go test as root")
-	}
+	testutil.NeedRoot(t, "the full-disk rig mounts a tmpfs")
 	root := t.TempDir()
 	if err := unix.Mount("tmpfs", root, "tmpfs", 0, "size=64k"); err != nil {
 		t.Skipf("cannot mount a tmpfs on %s (%v): the rig needs CAP_SYS_ADMIN", root, err)

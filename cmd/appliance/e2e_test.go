@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"appliance/config"
 	"appliance/internal/testutil"
 	"appliance/media"
 	"appliance/status"
@@ -375,13 +376,35 @@ streams:
 	}
 }
 
-// TestDefaultConfig: with no --config the demo stream is fed by the
-// built-in test source, so the counters move.
+// demoOnFreePorts is the embedded demo config with its ports (which make
+// run holds) moved to free ones, and the status address to use.
+func demoOnFreePorts(t *testing.T) (cfg, api string) {
+	t.Helper()
+	udp := freeUDPPorts(t, 2)
+	api = freeTCPAddr(t)
+	cfg = strings.NewReplacer(
+		"127.0.0.1:5004", fmt.Sprintf("127.0.0.1:%d", udp[0]),
+		"127.0.0.1:6004", fmt.Sprintf("127.0.0.1:%d", udp[1]),
+		"127.0.0.1:8080", api,
+	).Replace(string(config.DefaultYAML()))
+	if bad := demoPortsIn(string(config.DefaultYAML()), ""); len(bad) != len(demoPorts)+1 {
+		t.Fatalf("the demo config uses %v; want every demo port (the input twice): update demoPorts", bad)
+	}
+	noDemoPorts(t, cfg, api)
+	return cfg, api
+}
+
+// TestDefaultConfig: the embedded demo's stream is fed by the built-in test
+// source, so the counters move. It runs on free ports: make run may be up.
 func TestDefaultConfig(t *testing.T) {
 	skipShort(t)
-	api := freeTCPAddr(t)
-	cmd := exec.Command(bin, "run", "--listen", api)
-	cmd.Dir = t.TempDir() // the demo keeps its state in .appliance-state, relative to where it runs
+	cfg, api := demoOnFreePorts(t)
+	dir := t.TempDir() // the demo keeps its state in .appliance-state, relative to where it runs
+	if err := os.WriteFile(filepath.Join(dir, "demo.yaml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "run", "--config", "demo.yaml", "--listen", api)
+	cmd.Dir = dir
 	logs := &testutil.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {

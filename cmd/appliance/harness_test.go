@@ -9,15 +9,18 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"appliance/config"
 	"appliance/internal/testutil"
 	"appliance/media"
 	"appliance/status"
@@ -42,7 +45,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "building the appliance for the end-to-end tests: %v\n%s", err, out)
 		os.Exit(1)
 	}
-	code := m.Run()
+	code := testutil.Main(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
@@ -114,6 +117,62 @@ func startUnit(t testing.TB, cfg string) *unitProc {
 	return startUnitIn(t, dir, withPrivateState(cfg, dir))
 }
 
+// demoPorts are the ports `make run` holds or sends to on loopback: the
+// demo's status page, its stream's input (which its test source feeds) and
+// its output. A test that used them would fail, or disturb the demo, while
+// make run is up.
+var demoPorts = []uint16{8080, 5004, 6004}
+
+// demoPortsIn lists the addresses of a unit run on cfg (and --listen
+// listen, if not "") that are demo ports on this machine. A config that
+// does not parse is refused before anything binds.
+func demoPortsIn(cfg, listen string) []string {
+	c, err := config.Parse("test.yaml", []byte(cfg))
+	if err != nil {
+		return nil
+	}
+	if listen != "" {
+		c.Status.Listen = listen
+	}
+	var addrs []netip.AddrPort
+	if ap, err := netip.ParseAddrPort(c.Status.Listen); err == nil {
+		addrs = append(addrs, ap)
+	}
+	for _, s := range c.Streams {
+		addrs = append(addrs, s.Input.Addr)
+		for _, o := range s.Outputs {
+			addrs = append(addrs, o.Addr)
+		}
+	}
+	for _, ts := range c.TestSources {
+		addrs = append(addrs, ts.To.Addr)
+	}
+	if c.Pair != nil {
+		addrs = append(addrs, c.Pair.Witness)
+		for _, p := range c.Pair.Paths {
+			addrs = append(addrs, p.Local, p.Remote)
+		}
+	}
+	var bad []string
+	for _, ap := range addrs {
+		a := ap.Addr().Unmap()
+		if ap.IsValid() && (a.IsLoopback() || a.IsUnspecified()) && slices.Contains(demoPorts, ap.Port()) {
+			bad = append(bad, ap.String())
+		}
+	}
+	return bad
+}
+
+// noDemoPorts fails a test whose unit would use the demo's ports: tests
+// take free ones (freeUDPPorts, freeTCPAddr), so that make test passes
+// while make run is up.
+func noDemoPorts(t testing.TB, cfg, listen string) {
+	t.Helper()
+	if bad := demoPortsIn(cfg, listen); len(bad) > 0 {
+		t.Fatalf("the test's config uses %v, the demo's ports (make run holds them): take free ports with freeUDPPorts and freeTCPAddr", bad)
+	}
+}
+
 // startUnitIn is startUnit with the unit's directory (its config, and
 // whatever the config puts there) chosen by the caller.
 func startUnitIn(t testing.TB, dir, cfg string) *unitProc {
@@ -123,6 +182,7 @@ func startUnitIn(t testing.TB, dir, cfg string) *unitProc {
 		t.Fatal(err)
 	}
 	api := freeTCPAddr(t)
+	noDemoPorts(t, cfg, api)
 	u := &unitProc{t: t, api: "http://" + api, logs: &testutil.SyncBuffer{}, waited: make(chan error, 1),
 		dir: dir, config: path, socket: filepath.Join(dir, "control.sock")}
 	u.cmd = exec.Command(bin, "run", "--config", path, "--listen", api)

@@ -25,12 +25,8 @@ type netnsRig struct {
 
 func newNetnsRig(t *testing.T) *netnsRig {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs it as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip: apt-get install iproute2")
-	}
+	testutil.NeedRoot(t, "network namespaces")
+	testutil.NeedTools(t, testutil.Tool{Name: "ip", Package: "iproute2"})
 	r := &netnsRig{t: t, unit: fmt.Sprintf("appl-u%d", os.Getpid()), peer: fmt.Sprintf("appl-p%d", os.Getpid())}
 	for _, ns := range []string{r.unit, r.peer} {
 		r.ip("netns", "add", ns)

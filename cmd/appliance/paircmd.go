@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 
 	"appliance/config"
@@ -20,7 +22,7 @@ import (
 )
 
 func cmdHandover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("handover", stderr)
+	fs := newFlags("handover", stdout, stderr)
 	socket := controlFlags(fs)
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
 	// The stream is the one positional argument; flags may come before it.
@@ -32,8 +34,7 @@ func cmdHandover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	if stream == "" {
-		fmt.Fprintln(stderr, "appliance handover: name the stream: appliance handover [--socket PATH] STREAM")
-		return errUsage
+		return fs.usageError("name the stream, e.g. appliance handover cam1")
 	}
 	resp, err := callUnit(ctx, socket(), control.Request{Op: control.OpHandover, Stream: stream}, stderr)
 	if err != nil {
@@ -52,10 +53,10 @@ func cmdHandover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 func cmdDrill(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("drill", stderr)
+	fs := newFlags("drill", stdout, stderr)
 	socket := controlFlags(fs)
-	scenario := fs.String("scenario", "", "overheat, power-loss or planned (required)")
-	stream := fs.String("stream", "", "drill one stream only (default: every stream this unit forwards)")
+	scenario := fs.String("scenario", "", "`overheat|power-loss|planned` (required)")
+	stream := fs.String("stream", "", "drill the stream `NAME` only (default: every stream this unit forwards)")
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -63,8 +64,7 @@ func cmdDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	switch *scenario {
 	case control.DrillOverheat, control.DrillPowerLoss, control.DrillPlanned:
 	default:
-		fmt.Fprintln(stderr, "appliance drill: --scenario overheat|power-loss|planned is required")
-		return errUsage
+		return fs.usageError("--scenario overheat|power-loss|planned is required")
 	}
 	resp, err := callUnit(ctx, socket(), control.Request{Op: control.OpDrill, Scenario: *scenario, Stream: *stream}, stderr)
 	if err != nil {
@@ -87,19 +87,22 @@ func cmdDrill(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // cmdWitness serves the pair's witness: a third party that decides, when the
 // pair link is cut, which unit may take streams over.
-func cmdWitness(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("witness", stderr)
-	listen := fs.String("listen", "", "IP:PORT to answer on (required); the units' pair.witness")
-	keyFile := fs.String("key-file", "", "the pair's shared key file, as the units' pair.key_file (required)")
-	state := fs.String("state", "/var/lib/appliance/witness.json", "where the witness keeps which units it fenced, across restarts")
+func cmdWitness(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("witness", stdout, stderr)
+	listen := fs.String("listen", "", "answer on `IP:PORT` (required): the units' pair.witness")
+	keyFile := fs.String("key-file", "", "the pair's shared key `FILE`, as the units' pair.key_file (required)")
+	state := fs.String("state", "/var/lib/appliance/witness.json", "`FILE` where the witness keeps which units it fenced, across restarts")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	ap, err := parseHostPort("listen", *listen)
-	if err != nil || *keyFile == "" || *state == "" {
-		fmt.Fprintln(stderr, "appliance witness: --listen IP:PORT, --key-file FILE and --state FILE are required")
-		return errUsage
+	h, err := parseAddr(witnessListen, *listen)
+	if err != nil {
+		return fs.usageError("%v", err)
 	}
+	if *keyFile == "" || *state == "" {
+		return fs.usageError("--key-file FILE is required, and --state FILE must not be empty")
+	}
+	ap := netip.AddrPortFrom(h.ip, h.port)
 	key, err := config.ReadKey(*keyFile)
 	if err != nil {
 		fmt.Fprintln(stderr, "appliance witness:", err)
@@ -113,7 +116,14 @@ func cmdWitness(ctx context.Context, args []string, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, nil)).With("pid", os.Getpid())
 	log.Info("witness answering", "listen", ap.String(), "state", *state, "fenced", fenced)
 	l := &witnessLogic{w: failover.RestoreWitness(fenced), path: *state, saved: fenced, log: log}
-	return pairnet.ServeWitness(ctx, ap, key, l, log)
+	err = pairnet.ServeWitness(ctx, ap, key, l, log)
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("--listen %v: another process holds it (another witness?); give --listen a free port, and the units' pair.witness the same address", ap)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("--listen %v: this machine has no address %v; give --listen one of its addresses (`ip -brief addr`), the one the units' pair.witness names", ap, ap.Addr())
+	}
+	return err
 }
 
 // witnessLogic adapts failover's witness to what pairnet serves, and keeps

@@ -194,6 +194,7 @@ func TestIdleConnectionsLeaveRoomForRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := freeTCPAddr(t)
+	noDemoPorts(t, cfg, api)
 	logs := &testutil.SyncBuffer{}
 	cmd := exec.Command("sh", "-c", `ulimit -n 1024 && exec "$0" run --config "$1" --listen "$2"`, bin, path, api)
 	cmd.Stdout, cmd.Stderr = logs, logs

@@ -3,122 +3,169 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"appliance/config"
 	"appliance/media"
 	"appliance/status"
 )
 
-// parseHostPort takes "HOST:PORT" or "udp://HOST:PORT" with an IP literal.
-func parseHostPort(flagName, s string) (netip.AddrPort, error) {
-	ap, err := netip.ParseAddrPort(strings.TrimPrefix(s, "udp://"))
-	if err != nil || ap.Port() == 0 {
-		return netip.AddrPort{}, fmt.Errorf("--%s %q: want IP:PORT, e.g. 127.0.0.1:5004", flagName, s)
-	}
-	return ap, nil
-}
-
 func cmdGen(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("gen", stderr)
-	to := fs.String("to", "", "destination IP:PORT (required)")
-	pps := fs.Int("pps", 1000, "packets per second")
-	d := fs.Duration("duration", 10*time.Second, "how long to send (0 = until interrupted)")
-	ssrc := fs.String("ssrc", "", "SSRC, decimal or 0x hex (default random)")
-	size := fs.Int("size", 1328, "datagram size in bytes; 12+k*188 sends MPEG-TS (payload type 33)")
+	fs := newFlags("gen", stdout, stderr)
+	to := fs.String("to", "", "send to `HOST:PORT` (required)")
+	pps := fs.Int("pps", 1000, "send `N` packets a second")
+	d := fs.Duration("duration", 10*time.Second, "send for `D`, e.g. 5s or 1m; 0 = until interrupted")
+	ssrc := fs.String("ssrc", "", "the `SSRC`, decimal or 0x hex (default random)")
+	size := fs.Int("size", 1328, "datagrams of `BYTES`, header included; 12+k*188 sends MPEG-TS (payload type 33)")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	ap, err := parseHostPort("to", *to)
+	h, err := parseAddr(genTo, *to)
 	if err != nil {
-		fmt.Fprintln(stderr, "appliance gen:", err)
-		return errUsage
+		return fs.usageError("%v", err)
 	}
-	g := &media.Generator{To: ap, PPS: *pps, Size: *size, Duration: *d}
+	if *pps <= 0 || *size < 12 || *size > media.MaxDatagram || *d < 0 {
+		return fs.usageError("--pps must be at least 1, --size 12 to %d, --duration not negative", media.MaxDatagram)
+	}
+	g := &media.Generator{PPS: *pps, Size: *size, Duration: *d}
 	if *ssrc != "" {
 		v, err := strconv.ParseUint(*ssrc, 0, 32)
 		if err != nil {
-			fmt.Fprintf(stderr, "appliance gen: --ssrc %q: want a 32-bit number\n", *ssrc)
-			return errUsage
+			return fs.usageError("--ssrc %q: want a 32-bit number, e.g. 0x1234", *ssrc)
 		}
 		g.SSRC = uint32(v)
 	}
-	res, err := g.Run(ctx)
-	if err != nil {
+	if g.To, err = resolve(ctx, genTo, h); err != nil {
 		return err
 	}
-	if *asJSON {
-		return json.NewEncoder(stdout).Encode(res)
+	res, err := g.Run(ctx)
+	if err != nil {
+		return fmt.Errorf("--to %s: cannot send (%s); %s", h, netReason(err), sendCheck(g.To))
 	}
-	fmt.Fprintf(stdout, "sent %d packets to %v, ssrc 0x%08x, first seq %d, %d send errors\n", res.Sent, ap, res.SSRC, res.FirstSeq, res.Errors)
+	if *asJSON {
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "sent %d packets to %v, ssrc 0x%08x, first seq %d, %d send errors\n", res.Sent, g.To, res.SSRC, res.FirstSeq, res.Errors)
+	}
+	return genOutcome(res, g.To)
+}
+
+// genOutcome fails a run in which every send failed: nothing reached the
+// network, and a script must not take it for a stream.
+func genOutcome(res media.GenResult, to netip.AddrPort) error {
+	if res.Sent == 0 && res.Errors > 0 {
+		return fmt.Errorf("every one of %d sends to %v failed (the last: %s); %s", res.Errors, to, res.LastError, sendCheck(to))
+	}
 	return nil
 }
 
+// sendCheck says what to check when packets to addr cannot be sent.
+func sendCheck(to netip.AddrPort) string {
+	if a := to.Addr(); a.Is6() && a.IsLinkLocalUnicast() && a.Zone() == "" {
+		return fmt.Sprintf("a link-local address needs its interface, e.g. [%v%%eth0]:%d", a, to.Port())
+	}
+	return fmt.Sprintf("check that this machine has a route to %v (`ip route get %v`) and that no firewall drops it", to, to.Addr())
+}
+
 func cmdProbe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("probe", stderr)
-	listen := fs.String("listen", "", "IP:PORT to receive on (required)")
-	d := fs.Duration("duration", 10*time.Second, "how long to listen")
-	rate := fs.Int("clock-rate", 90000, "RTP clock rate in Hz, for jitter")
+	fs := newFlags("probe", stdout, stderr)
+	listen := fs.String("listen", "", "receive on `IP:PORT` (required)")
+	d := fs.Duration("duration", 10*time.Second, "listen for `D`, e.g. 5s or 1m")
+	rate := fs.Int("clock-rate", 90000, "the RTP clock rate in `HZ`, for jitter")
 	asJSON := fs.Bool("json", false, "print the result as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	ap, err := parseHostPort("listen", *listen)
+	h, err := parseAddr(probeListen, *listen)
 	if err != nil {
-		fmt.Fprintln(stderr, "appliance probe:", err)
-		return errUsage
+		return fs.usageError("%v", err)
 	}
 	if *d <= 0 || *rate <= 0 {
-		fmt.Fprintln(stderr, "appliance probe: --duration and --clock-rate must be positive")
-		return errUsage
+		return fs.usageError("--duration and --clock-rate must be positive")
 	}
+	ap := netip.AddrPortFrom(h.ip, h.port)
 	// Scripts wait for this line before they start sending.
 	ready := func() { fmt.Fprintf(stderr, "probe: listening on %v\n", ap) }
 	res, err := media.Probe(ctx, ap, *d, *rate, ready)
-	if err != nil {
-		return err
+	switch {
+	case errors.Is(err, syscall.EADDRINUSE):
+		return fmt.Errorf("--listen %v: another process receives on it (a unit's input? `make run` feeds its demo on 127.0.0.1:5004); give --listen a free port", ap)
+	case errors.Is(err, syscall.EADDRNOTAVAIL):
+		return fmt.Errorf("--listen %v: this machine has no address %v; give one of its addresses (`ip -brief addr`), or 0.0.0.0:%d for every one", ap, ap.Addr(), ap.Port())
+	case err != nil:
+		return fmt.Errorf("--listen %v: %w", ap, err)
 	}
 	if *asJSON {
-		return json.NewEncoder(stdout).Encode(res)
+		if err := json.NewEncoder(stdout).Encode(res); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintf(tw, "received\t%d\nlost\t%d\nduplicates\t%d\nreordered\t%d\nmax_gap_ms\t%.1f\nseq_discontinuities\t%d\nssrc_changes\t%d\njitter_ms\t%.3f\ncc_errors\t%d\nmalformed\t%d\nssrc\t0x%08x\n",
+			res.Received, res.Lost, res.Duplicates, res.Reordered, res.MaxGapMs, res.SeqDiscontinuities, res.SSRCChanges, res.JitterMs, res.CCErrors, res.Malformed, res.SSRC)
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
-	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "received\t%d\nlost\t%d\nduplicates\t%d\nreordered\t%d\nmax_gap_ms\t%.1f\nseq_discontinuities\t%d\nssrc_changes\t%d\njitter_ms\t%.3f\ncc_errors\t%d\nmalformed\t%d\nssrc\t0x%08x\n",
-		res.Received, res.Lost, res.Duplicates, res.Reordered, res.MaxGapMs, res.SeqDiscontinuities, res.SSRCChanges, res.JitterMs, res.CCErrors, res.Malformed, res.SSRC)
-	return tw.Flush()
+	if res.Received == 0 && res.Malformed == 0 {
+		return fmt.Errorf("received nothing on %v in %v: check that the stream is sent here (an output of the unit's config, or appliance gen --to %v), that the unit is running (appliance status), and that --listen is on the interface the packets arrive at", ap, *d, ap)
+	}
+	return nil
 }
 
 func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", stderr)
-	addr := fs.String("addr", "http://127.0.0.1:8080", "base URL of the unit's status API")
+	fs := newFlags("status", stdout, stderr)
+	def := config.Defaults().Status.Listen
+	addr := fs.String("addr", def, "ask the unit at `HOST:PORT`, its status.listen")
 	asJSON := fs.Bool("json", false, "print the raw JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	h, err := parseAddr(statusAddr, *addr)
+	if err != nil {
+		return fs.usageError("%v", err)
+	}
+	scheme := "http://"
+	if h.scheme == "https://" {
+		scheme = h.scheme
+	}
+	target := h.String()
+	hint := fmt.Sprintf("is the unit running, and is %s its status.listen? (give it with --addr)", target)
+	if *addr != def {
+		hint = fmt.Sprintf("is the unit running, and is --addr %s its status.listen?", target)
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(*addr, "/")+"/api/v1/status?pretty=1", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+target+"/api/v1/status?pretty=1", nil)
 	if err != nil {
-		fmt.Fprintf(stderr, "appliance status: --addr %q: %v\n", *addr, err)
-		return errUsage
+		return fs.usageError("--addr %q: %v", *addr, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return fmt.Errorf("no answer from %s: %w (is `appliance run` running? set --addr)", *addr, err)
+		return fmt.Errorf("no answer from %s (%v): %s", target, netReason(err), hint)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
 	if err != nil {
-		return fmt.Errorf("reading the answer from %s: %w", *addr, err)
+		return fmt.Errorf("reading the answer from %s: %v", target, netReason(err))
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s answered %s: %s", *addr, resp.Status, strings.TrimSpace(string(body)))
+		return fmt.Errorf("%s answered %s: %s (%s)", target, resp.Status, strings.TrimSpace(string(body)), hint)
 	}
 	if *asJSON {
 		_, err := stdout.Write(body)
@@ -126,10 +173,28 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var rep status.Report
 	if err := json.Unmarshal(body, &rep); err != nil {
-		return fmt.Errorf("%s did not answer with a status report: %w", *addr, err)
+		return fmt.Errorf("%s did not answer with a status report (%v): %s", target, err, hint)
 	}
 	printReport(stdout, rep)
 	return nil
+}
+
+// netReason is the part of a client error an operator can act on
+// ("connection refused"), without the URL and the dial wording around it.
+func netReason(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		var sys *os.SyscallError
+		if errors.As(op.Err, &sys) {
+			return sys.Err.Error()
+		}
+		return op.Err.Error()
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err.Error()
+	}
+	return err.Error()
 }
 
 func printReport(w io.Writer, rep status.Report) {

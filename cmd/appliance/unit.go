@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -22,27 +22,8 @@ import (
 	"appliance/control"
 	"appliance/internal/clock"
 	"appliance/media"
+	"appliance/status"
 )
-
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("appliance "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return errUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(fs.Output(), "%s: unexpected argument %q\n", fs.Name(), fs.Arg(0))
-		return errUsage
-	}
-	return nil
-}
 
 // loadConfig reads the config file, or the embedded demo when path is empty,
 // and prints every problem if there are any.
@@ -78,15 +59,14 @@ func machineEnv() config.Env {
 	return env
 }
 
-func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("check", stderr)
-	path := fs.String("config", "", "config file to check (required)")
+func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("check", stdout, stderr)
+	path := fs.String("config", "", "check the config `FILE` (required)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *path == "" {
-		fmt.Fprintln(stderr, "appliance check: --config FILE is required")
-		return errUsage
+		return fs.usageError("--config FILE is required")
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
@@ -96,8 +76,8 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func cmdWorker(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("worker", stderr)
+func cmdWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("worker", stdout, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -106,21 +86,28 @@ func cmdWorker(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("run", stderr)
-	path := fs.String("config", "", "config file (default: the embedded demo config)")
-	listen := fs.String("listen", "", "status API address, overriding status.listen")
+	fs := newFlags("run", stdout, stderr)
+	path := fs.String("config", "", "run the config `FILE` (default: the embedded demo)")
+	listen := fs.String("listen", "", "the status page and API on `IP:PORT`, instead of status.listen")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *listen != "" {
+		h, err := parseAddr(runListen, *listen)
+		if err == nil {
+			*listen = h.String()
+			// The same rules as status.listen in the config.
+			err = config.ValidateListen(*listen)
+		}
+		if err != nil {
+			return fs.usageError("%v", err)
+		}
 	}
 	cfg, err := loadConfig(*path, stderr)
 	if err != nil {
 		return err
 	}
 	if *listen != "" {
-		if err := config.ValidateListen(*listen); err != nil {
-			fmt.Fprintf(stderr, "appliance run: --listen: %v\n", err)
-			return errUsage
-		}
 		cfg.Status.Listen = *listen
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -141,9 +128,40 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	u, err := newUnit(cfg, *path, "/proc/self/exe", argv0, clock.Real(), log)
 	if err != nil {
-		return err
+		return listenHint(err, *path, *listen)
 	}
 	return u.run(ctx)
+}
+
+// listenHint rewrites a status address that could not be bound to name
+// where the address came from: --listen, the embedded demo (which only
+// --listen can move), or the config file's status.listen.
+func listenHint(err error, path, listen string) error {
+	var le *status.ListenError
+	if !errors.As(err, &le) {
+		return err
+	}
+	busy := ""
+	if errors.Is(le.Err, syscall.EADDRINUSE) {
+		busy = fmt.Sprintf(" (another unit? `appliance status --addr %s` asks it)", le.Addr)
+	}
+	switch {
+	case listen != "":
+		return fmt.Errorf("--listen %s: %s%s; give --listen a free address, e.g. --listen %s", le.Addr, netReason(le.Err), busy, nextPort(le.Addr))
+	case path == "":
+		return fmt.Errorf("the demo's status address %s: %s%s; run the demo on another with --listen, e.g. appliance run --listen %s", le.Addr, netReason(le.Err), busy, nextPort(le.Addr))
+	default:
+		return fmt.Errorf("status.listen %s in %s: %s%s; set status.listen to a free address, or override it with --listen", le.Addr, path, netReason(le.Err), busy)
+	}
+}
+
+// nextPort is addr with the port after its own, for examples.
+func nextPort(addr string) string {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ap.Port() == 65535 {
+		return "127.0.0.1:8081"
+	}
+	return netip.AddrPortFrom(ap.Addr(), ap.Port()+1).String()
 }
 
 // spareProcs is how many Ps a paired unit's parent has beyond one per core.
@@ -153,33 +171,51 @@ const spareProcs = 4
 // or --config: the default of control.socket.
 var defaultControlSocket = config.Defaults().Control.Socket
 
+// unitSocket is a unit's control socket and where its path came from, for
+// the hint when no unit answers there.
+type unitSocket struct {
+	path string
+	from string // "--socket", "control.socket in FILE", or "the default ..." and why
+}
+
 // controlFlags adds --socket and --config, which say where the unit listens.
-func controlFlags(fs *flag.FlagSet) func() string {
-	sock := fs.String("socket", "", "the unit's control socket (default: control.socket of --config, else "+defaultControlSocket+")")
-	cfgPath := fs.String("config", "", "the unit's config file, to find its control socket")
-	return func() string {
+func controlFlags(fs *flagSet) func() unitSocket {
+	sock := fs.String("socket", "", "the unit's control socket at `PATH` (default: control.socket of --config, else "+defaultControlSocket+")")
+	cfgPath := fs.String("config", "", "the unit's config `FILE`, where its control socket is named")
+	return func() unitSocket {
 		if *sock != "" {
-			return *sock
+			return unitSocket{*sock, "--socket"}
 		}
+		why := "the default (no --socket or --config given)"
 		if *cfgPath != "" {
 			// A file with problems falls back to the default socket; the
 			// unit then reports the problems itself.
 			// Parse, not Load: an operator who may use the socket need
 			// not be able to read the pair's key file.
-			if data, err := os.ReadFile(*cfgPath); err == nil {
-				if cfg, err := config.Parse(*cfgPath, data); err == nil {
-					return cfg.Control.Socket
+			data, err := os.ReadFile(*cfgPath)
+			if err == nil {
+				var cfg *config.Config
+				if cfg, err = config.Parse(*cfgPath, data); err == nil {
+					return unitSocket{cfg.Control.Socket, "control.socket in " + *cfgPath}
 				}
 			}
+			why = fmt.Sprintf("the default (--config %s could not be read: %v)", *cfgPath, err)
 		}
-		return defaultControlSocket
+		return unitSocket{defaultControlSocket, why}
 	}
 }
 
-func callUnit(ctx context.Context, path string, req control.Request, stderr io.Writer) (control.Response, error) {
+func callUnit(ctx context.Context, sock unitSocket, req control.Request, stderr io.Writer) (control.Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	resp, err := control.Call(ctx, path, req)
+	resp, err := control.Call(ctx, sock.path, req)
+	if errors.Is(err, control.ErrNoUnit) {
+		hint := "the path came from " + sock.from
+		if strings.HasPrefix(sock.from, "the default") {
+			hint += fmt.Sprintf("; name the unit's with --socket PATH or --config FILE (the demo's is --socket %s, in the directory make run runs in)", config.Default().Control.Socket)
+		}
+		return resp, fmt.Errorf("%w; %s", err, hint)
+	}
 	if err != nil {
 		return resp, err
 	}
@@ -191,7 +227,7 @@ func callUnit(ctx context.Context, path string, req control.Request, stderr io.W
 }
 
 func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("reload", stderr)
+	fs := newFlags("reload", stdout, stderr)
 	socket := controlFlags(fs)
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
 	if err := parseFlags(fs, args); err != nil {
@@ -224,24 +260,22 @@ func cmdReload(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdRole(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("role", stderr)
+	fs := newFlags("role", stdout, stderr)
 	socket := controlFlags(fs)
-	stream := fs.String("stream", "", "the stream (required)")
-	role := fs.String("role", "", "forward or standby (required)")
-	from := fs.Int("from", -1, "with --role forward: start at this input sequence number, replaying what standby kept")
+	stream := fs.String("stream", "", "the stream's `NAME` (required)")
+	role := fs.String("role", "", "`forward|standby` (required)")
+	from := fs.Int("from", -1, "with --role forward: start at this input sequence number (`SEQ`), replaying what standby kept")
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *stream == "" || (*role != media.RoleForward && *role != media.RoleStandby) {
-		fmt.Fprintln(stderr, "appliance role: --stream NAME and --role forward|standby are required")
-		return errUsage
+		return fs.usageError("--stream NAME and --role forward|standby are required")
 	}
 	req := control.Request{Op: control.OpRole, Stream: *stream, Role: *role}
 	if *from >= 0 {
 		if *from > 65535 || *role != media.RoleForward {
-			fmt.Fprintln(stderr, "appliance role: --from is a sequence number (0-65535) and goes with --role forward")
-			return errUsage
+			return fs.usageError("--from is a sequence number (0-65535) and goes with --role forward")
 		}
 		s := uint16(*from)
 		req.FromSeq = &s
