@@ -53,6 +53,10 @@ Usage:
                                          hand a stream to the paired unit (planned: nothing lost)
   appliance drill --scenario overheat|power-loss|planned [--stream NAME] [--socket PATH]
                                          run a failover drill on the live pair
+  appliance restart [--socket PATH] STREAM
+                                         restart one stream's pipeline on a running unit
+  appliance token hash [--name NAME] [--generate]
+                                         print the status.tokens line for an API token
   appliance witness --listen IP:PORT --key-file FILE
                                          answer as the pair's witness (on a third box)
   appliance lab [--scenario NAME|all] [--streams N] [--json]
@@ -86,6 +90,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdHandover(ctx, rest, stdout, stderr)
 	case "drill":
 		return cmdDrill(ctx, rest, stdout, stderr)
+	case "restart":
+		return cmdRestart(ctx, rest, stdout, stderr)
+	case "token":
+		return cmdToken(rest, os.Stdin, stdout, stderr)
 	case "witness":
 		return cmdWitness(ctx, rest, stderr)
 	case "pair-beacon":
