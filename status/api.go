@@ -30,7 +30,7 @@ const (
 	maxBody = 64 << 10
 	// actionTimeout bounds an action once it has started. A client that
 	// goes away does not stop it: as on the control socket, the unit
-	// finishes what it began.
+	// finishes what it began unless it is stopping.
 	actionTimeout = 60 * time.Second
 	formType      = "application/x-www-form-urlencoded"
 	jsonType      = "application/json"
@@ -50,6 +50,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("/api/v1/streams/{name}/restart", s.action(control.OpRestart))
 	mux.HandleFunc("/api/v1/drills", s.drills)
 	mux.HandleFunc("/api/v1/config/reload", s.action(control.OpReload))
+	mux.HandleFunc("/api/v1/session", s.whoami)
 	// With a method, so that GET /login and GET /logout stay the page's.
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /logout", s.logout)
@@ -82,6 +83,22 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, http.StatusNotFound, fmt.Sprintf("no stream %q on this unit; GET /api/v1/status lists its streams", name))
+}
+
+// whoami serves GET /api/v1/session: who the browser session is logged in
+// as, and its CSRF token, for scripts of the page that post with fetch.
+// Another site's script cannot read the answer, and the cookie is never
+// sent with another site's requests.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	if !getOnly(w, r) {
+		return
+	}
+	sess, ok := s.session(r)
+	if !ok {
+		writeError(w, http.StatusUnauthorized, "not logged in: log in on the status page (scripts need no session: they send \"Authorization: Bearer TOKEN\")")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"name": sess.Name, "csrf": sess.CSRF})
 }
 
 // drillsDoc is the body of GET /api/v1/drills.
@@ -171,7 +188,7 @@ func (s *Server) perform(w http.ResponseWriter, r *http.Request, op string) {
 	// The answer may come after the server's write timeout: a drill waits
 	// for the peer.
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(actionTimeout + 5*time.Second))
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), actionTimeout)
+	ctx, cancel := context.WithTimeout(s.life, actionTimeout)
 	defer cancel()
 	s.log.Info("api: action", "op", op, "stream", req.Stream, "scenario", req.Scenario, "by", who.name, "via", who.via, "client", client)
 	resp, err := control.Do(ctx, s.actions, req)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -498,5 +499,37 @@ func TestLimiter(t *testing.T) {
 	now += time.Minute
 	if ref := l.client("198.51.100.1"); ref != nil || len(l.clients) != 1 {
 		t.Errorf("once the others' buckets are full again: %v, %d kept", ref, len(l.clients))
+	}
+}
+
+// TestAPIDocumented: docs/api.md has a section and an example for every
+// endpoint of API v1, and names every status code the API answers with.
+func TestAPIDocumented(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(b)
+	for _, h := range []string{"GET /healthz", "GET /api/v1/status", "GET /api/v1/events", "GET /api/v1/streams/{name}", "GET /api/v1/drills",
+		"POST /api/v1/streams/{name}/restart", "POST /api/v1/streams/{name}/handover", "POST /api/v1/drills", "POST /api/v1/config/reload"} {
+		i := strings.Index(doc, "\n### "+h+"\n")
+		if i < 0 {
+			t.Errorf("docs/api.md has no section \"### %s\"", h)
+			continue
+		}
+		if !strings.Contains(doc[i:], "$ curl") {
+			t.Errorf("docs/api.md: %s has no example", h)
+		}
+	}
+	for _, s := range []string{"POST /login", "POST /logout", "GET /api/v1/session", "X-CSRF-Token", "Retry-After"} {
+		if !strings.Contains(doc, s) {
+			t.Errorf("docs/api.md does not mention %s", s)
+		}
+	}
+	for _, code := range []int{400, 401, 403, 404, 405, 409, 413, 415, 429, 503, 504} {
+		if !strings.Contains(doc, fmt.Sprintf("| %d |", code)) || !strings.Contains(doc, fmt.Sprintf("HTTP/1.1 %d ", code)) && code != 504 {
+			t.Errorf("docs/api.md does not explain or show status %d", code)
+		}
 	}
 }

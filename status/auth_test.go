@@ -75,6 +75,12 @@ func TestLogin(t *testing.T) {
 func TestPageForms(t *testing.T) {
 	r := newRig(t, nil)
 	cookie, csrf := r.login()
+	if a := r.do(req{method: "GET", path: "/api/v1/session", cookie: cookie}); a.code != 200 || a.json["name"] != "noc" || a.json["csrf"] != csrf {
+		t.Errorf("GET /api/v1/session: %d %s", a.code, a.body)
+	}
+	if a := r.do(req{method: "GET", path: "/api/v1/session"}); a.code != 401 {
+		t.Errorf("GET /api/v1/session without a session: %d %s", a.code, a.body)
+	}
 	a := r.do(req{method: "POST", path: "/api/v1/streams/cam1/handover", cookie: cookie, ctype: formType,
 		body: url.Values{"csrf": {csrf}, "next": {"/?filter=cam"}}.Encode()})
 	loc, _ := url.Parse(a.header.Get("Location"))

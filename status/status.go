@@ -183,6 +183,7 @@ type Server struct {
 	auth    *authority
 	limits  *limiter
 	tls     bool
+	life    context.Context // Serve's
 }
 
 // Listen binds addr now, so that a busy port is reported before anything
@@ -272,6 +273,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		_ = s.srv.Shutdown(shut)
 	})
 	defer stop()
+	s.life = ctx // before any request: actions end with the server, not with their client
 	var err error
 	if s.tls {
 		err = s.srv.ServeTLS(s.ln, "", "")

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"appliance/config"
@@ -41,7 +42,7 @@ func (a unitActions) usable() error {
 // kindOf marks the errors whose kind the unit knows.
 func kindOf(err error) error {
 	if errors.Is(err, media.ErrNoStream) {
-		return control.Mark(control.ErrNoStream, err)
+		return control.Mark(control.ErrNoStream, fmt.Errorf("%w; `appliance status` (or GET /api/v1/status) lists this unit's streams", err))
 	}
 	return err
 }
