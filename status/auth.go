@@ -39,17 +39,19 @@ const (
 	// maxSessions bounds the sessions kept; the oldest goes first.
 	maxSessions = 256
 	csrfHeader  = "X-CSRF-Token"
+	// tokenValueMax bounds a token, session id or CSRF token taken from a
+	// request: longer is none of them.
+	tokenValueMax = 1024
 )
 
 // Messages that say what to do. None of them ever quotes a token.
 const (
-	noTokensMsg   = "no API tokens are configured, so no action is allowed: make one with `appliance token hash --generate`, add the line it prints under status.tokens in the config, and restart the unit"
-	noAuthMsg     = "this action needs a token: send the header \"Authorization: Bearer TOKEN\", or log in on the status page"
-	badTokenMsg   = "the token is not one of status.tokens; check it, or make a new one with `appliance token hash --generate`"
-	badSchemeMsg  = "the Authorization header must be \"Bearer TOKEN\""
-	expiredMsg    = "the session has expired or the unit has restarted; log in again"
-	csrfMsg       = "the CSRF token is missing or wrong: reload the status page and try again (scripts: use a bearer token instead of the session cookie)"
-	tokenValueMax = 1024
+	noTokensMsg  = "no API tokens are configured, so no action is allowed: make one with `appliance token hash --generate`, add the line it prints under status.tokens in the config, and restart the unit"
+	noAuthMsg    = "this action needs a token: send the header \"Authorization: Bearer TOKEN\", or log in on the status page"
+	badTokenMsg  = "the token is not one of status.tokens; check it, or make a new one with `appliance token hash --generate`"
+	badSchemeMsg = "the Authorization header must be \"Bearer TOKEN\""
+	expiredMsg   = "the session has expired or the unit has restarted; log in again"
+	csrfMsg      = "the CSRF token is missing or wrong: reload the status page and try again (scripts: use a bearer token instead of the session cookie)"
 )
 
 // authority checks tokens and keeps the sessions they open.
@@ -74,13 +76,13 @@ func (a *authority) match(token string) (string, bool) {
 		return "", false
 	}
 	sum := sha256.Sum256([]byte(token))
-	name, found := "", 0
+	name, found := "", false
 	for _, t := range a.tokens {
 		if subtle.ConstantTimeCompare(sum[:], t.SHA256[:]) == 1 {
-			name, found = t.Name, 1
+			name, found = t.Name, true
 		}
 	}
-	return name, found == 1
+	return name, found
 }
 
 // open starts a session for the token named name and returns the cookie's

@@ -222,7 +222,7 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 	}
 	s := &Server{src: src, log: log, ln: ln, render: renderer{src: src, now: time.Now},
 		actions: opts.Actions, auth: &authority{tokens: opts.Tokens, now: clk.Mono}, limits: newLimiter(r, clk.Mono),
-		tls: opts.TLS != (TLSFiles{})}
+		tls: opts.TLS != (TLSFiles{}), life: context.Background()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/api/v1/status", s.status)

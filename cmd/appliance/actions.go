@@ -20,7 +20,6 @@ func (u *unit) Restart(ctx context.Context, stream string) (control.RestartResul
 	if err != nil {
 		return control.RestartResult{}, err
 	}
-	u.log.Info("stream restarted by an operator", "stream", stream, "worker", r.Worker, "restarts", r.Restarts)
 	return control.RestartResult{Stream: stream, Worker: r.Worker, WorkerPID: r.WorkerPID, Restarts: r.Restarts}, nil
 }
 
