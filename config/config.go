@@ -68,6 +68,35 @@ type Status struct {
 	Listen         string
 	MaxConnections int      // open API connections at once; more wait to be accepted
 	IdleTimeout    Duration // an idle API connection is closed after this long
+	// Tokens are who may act through the API (reading needs none). With
+	// none, every action is refused.
+	Tokens []Token
+	// TLS serves the API over HTTPS: both files, or neither for plain HTTP.
+	TLS TLS
+}
+
+// Token is one client that may act through the API: a name for the log and
+// the SHA-256 of its bearer token, never the token itself. Format and
+// LogValue leave the hash out too.
+type Token struct {
+	Name   string
+	SHA256 [32]byte `json:"-" yaml:"-"`
+}
+
+// Format prints the token's name only, whatever the verb.
+func (t Token) Format(f fmt.State, _ rune) { io.WriteString(f, t.String()) }
+
+// String names the token without its hash.
+func (t Token) String() string { return "{Name:" + t.Name + " SHA256:(hidden)}" }
+
+// LogValue logs the token's name only.
+func (t Token) LogValue() slog.Value { return slog.StringValue(t.Name) }
+
+// TLS is the certificate (with any intermediates) and private key the API
+// serves HTTPS with, as PEM files.
+type TLS struct {
+	Cert string
+	Key  string
 }
 
 // Control is the local socket that actions (reload, stream roles) arrive on.
@@ -370,6 +399,12 @@ func (c *Config) Summary() string {
 	s := fmt.Sprintf("unit %s: %s (%s), %s, %s, status %s",
 		c.Unit.Name, plural(len(c.Streams), "stream"), plural(outputs, "output"),
 		plural(c.Media.Workers, "worker"), plural(len(c.TestSources), "test source"), c.Status.Listen)
+	if c.Status.TLS.Cert != "" {
+		s += " (https)"
+	}
+	if n := len(c.Status.Tokens); n > 0 {
+		s += ", " + plural(n, "API token")
+	}
 	if c.Pair != nil {
 		s += fmt.Sprintf(", paired with %s over %s", c.Pair.PeerName, plural(len(c.Pair.Paths), "path"))
 	}

@@ -54,6 +54,7 @@ func parse(name string, data []byte, env Env, readKey bool) (*Config, error) {
 			d.whole(c, env)
 			if readKey {
 				d.readKey(c)
+				d.readTLS(c)
 			}
 		case err == nil:
 			d.problem(1, 1, "", "%s", emptyMsg)
@@ -173,6 +174,7 @@ type decoder struct {
 	streamAt    []streamNodes // parallel to Config.Streams
 	pairSeen    bool          // the file has a pair key, even one refused
 	pairAt      pairNodes
+	tlsNode     *yaml.Node // the "tls" key of status, when both files are named
 }
 
 // streamNodes are where a stream's endpoints are written.
@@ -517,6 +519,8 @@ func (d *decoder) status(n *yaml.Node, c *Config) {
 		"idle_timeout": func(v *yaml.Node) {
 			d.duration(v, "status: idle_timeout", time.Second, 10*time.Minute, &st.IdleTimeout)
 		},
+		"tokens": func(v *yaml.Node) { d.tokens(v, st) },
+		"tls":    func(v *yaml.Node) { d.tls(keyOf(n, v), v, st) },
 	})
 }
 

@@ -125,3 +125,52 @@ func TestPairDocsMatchDecoder(t *testing.T) {
 		}
 	}
 }
+
+// Every status setting the decoder takes is documented for operators, with
+// the default the decoder really uses.
+func TestStatusDocsMatchDecoder(t *testing.T) {
+	t.Parallel()
+	rows := docRows(t, "## Status API (config keys)")
+	var want []string
+	for _, k := range validKeys(t, minimal+"status: {zzzzzzzz: 1}\n") {
+		switch k {
+		case "tokens", "tls":
+		default:
+			want = append(want, "status."+k)
+		}
+	}
+	for _, k := range validKeys(t, minimal+"status: {tokens: [{zzzzzzzz: 1}]}\n") {
+		want = append(want, "status.tokens[]."+k)
+	}
+	for _, k := range validKeys(t, minimal+"status: {tls: {zzzzzzzz: 1}}\n") {
+		want = append(want, "status.tls."+k)
+	}
+	for _, k := range want {
+		if _, ok := rows[k]; !ok {
+			t.Errorf("%s is not documented under \"Status API (config keys)\" in docs/operations.md", k)
+		}
+	}
+	if len(rows) != len(want) {
+		t.Errorf("docs/operations.md documents %d status keys, the decoder takes %d: %q", len(rows), len(want), want)
+	}
+	d := Defaults().Status
+	defaults := map[string]string{
+		"status.listen":          d.Listen,
+		"status.max_connections": fmt.Sprint(d.MaxConnections),
+		"status.idle_timeout":    d.IdleTimeout.String(),
+		"status.tls.cert":        fmt.Sprintf("%q", d.TLS.Cert),
+		"status.tls.key":         fmt.Sprintf("%q", d.TLS.Key),
+	}
+	for k, cell := range rows {
+		v, ok := defaults[k]
+		if !ok {
+			if firstCode.MatchString(cell) {
+				t.Errorf("%s: default %q states a value; teach this test to check it", k, cell)
+			}
+			continue
+		}
+		if m := firstCode.FindStringSubmatch(cell); m == nil || m[1] != v {
+			t.Errorf("%s: docs/operations.md says the default is %s, the decoder uses %s", k, cell, v)
+		}
+	}
+}

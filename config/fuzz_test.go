@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/hex"
 	"errors"
 	"net/netip"
 	"reflect"
@@ -107,12 +108,21 @@ func invariants(c *Config) string {
 		return "control socket"
 	case !in(c.Status.MaxConnections, 1, 4096), !dur(c.Status.IdleTimeout, time.Second, 10*time.Minute):
 		return "status"
+	case (c.Status.TLS.Cert == "") != (c.Status.TLS.Key == ""), len(c.Status.Tokens) > MaxTokens:
+		return "status tls or tokens"
 	case !dur(m.StandbyRing, 0, 10*time.Second), !dur(m.OutputAlarmAfter, 0, time.Minute):
 		return "media standby and alarm"
 	case !dur(m.ProgressInterval, time.Millisecond, time.Second), m.ProgressInterval > m.ReportInterval:
 		return "media progress interval"
 	case len(c.Streams) > MaxStreams, len(c.Streams) > m.Workers*MaxStreamsPerWorker:
 		return "too many streams"
+	}
+	tokens, sums := map[string]bool{}, map[[32]byte]bool{}
+	for _, tk := range c.Status.Tokens {
+		if CheckTokenName(tk.Name) != nil || tokens[tk.Name] || sums[tk.SHA256] || tk.SHA256 == emptyHash {
+			return "token " + tk.Name
+		}
+		tokens[tk.Name], sums[tk.SHA256] = true, true
 	}
 	names, links := map[string]bool{}, map[string]bool{}
 	for i, s := range c.Streams {
@@ -306,6 +316,16 @@ func encode(t *testing.T, c *Config) []byte {
 		"hw": m{"sysfs": c.HW.Sysfs, "link_debounce": c.HW.LinkDebounce, "poll_interval": c.HW.PollInterval,
 			"temperature": m{"warn_c": c.HW.Temperature.WarnC, "crit_c": c.HW.Temperature.CritC, "clear_margin_c": c.HW.Temperature.ClearMarginC}},
 		"watchdog": m{"device": c.Watchdog.Device, "timeout": c.Watchdog.Timeout},
+	}
+	var tokens []any
+	for _, tk := range c.Status.Tokens {
+		tokens = append(tokens, m{"name": tk.Name, "sha256": hex.EncodeToString(tk.SHA256[:])})
+	}
+	if tokens != nil {
+		doc["status"].(m)["tokens"] = tokens
+	}
+	if c.Status.TLS.Cert != "" {
+		doc["status"].(m)["tls"] = m{"cert": c.Status.TLS.Cert, "key": c.Status.TLS.Key}
 	}
 	if streams != nil {
 		doc["streams"] = streams

@@ -1,7 +1,9 @@
-// Package control carries operator actions (reload, stream roles,
-// handovers, drills) to a running unit over a local unix socket, the way
-// haproxy's and bird's control sockets do. Who may act is decided by the socket file's owner,
-// group and mode; every action is logged with the peer's uid and pid.
+// Package control carries operator actions (reload, stream roles, stream
+// restarts, handovers, drills) to a running unit over a local unix socket,
+// the way haproxy's and bird's control sockets do. Who may act is decided by
+// the socket file's owner, group and mode; every action is logged with the
+// peer's uid and pid. Do is the one way a request reaches the unit's
+// Actions: the socket and the HTTP API both call it.
 package control
 
 import (
@@ -28,6 +30,7 @@ const (
 	OpRole     = "role"     // set a stream's role
 	OpHandover = "handover" // hand a stream to the paired unit, planned
 	OpDrill    = "drill"    // run a failover drill on the live pair
+	OpRestart  = "restart"  // restart one stream's pipeline
 )
 
 // Drill scenarios.
@@ -55,6 +58,17 @@ type Response struct {
 	Role     *RoleResult     `json:"role,omitempty"`
 	Handover *HandoverResult `json:"handover,omitempty"`
 	Drill    *DrillResult    `json:"drill,omitempty"`
+	Restart  *RestartResult  `json:"restart,omitempty"`
+}
+
+// RestartResult is the answer to a restart: the stream's pipeline was
+// stopped and started again on its worker, which went on carrying its other
+// streams.
+type RestartResult struct {
+	Stream    string `json:"stream"`
+	Worker    int    `json:"worker"`     // the worker that carries it
+	WorkerPID int    `json:"worker_pid"` // that worker's process, the same as before the restart
+	Restarts  int    `json:"restarts"`   // the stream's restarts so far, this one included
 }
 
 // HandoverResult is the answer to a handover: the stream has moved.
@@ -96,16 +110,42 @@ type RoleResult struct {
 	Replayed      int     `json:"replayed"`
 }
 
-// Actions is what the unit does; the socket (and later the HTTP API) only
-// carries requests to it.
+// Actions is what the unit does; the socket and the HTTP API only carry
+// requests to it, through Do. An error says what went wrong and what to do;
+// marked with Mark, it also says which kind of failure it is.
 type Actions interface {
 	Reload(ctx context.Context) (ReloadResult, error)
 	SetRole(ctx context.Context, stream, role string, from *uint16) (RoleResult, error)
 	Handover(ctx context.Context, stream string) (HandoverResult, error)
 	Drill(ctx context.Context, scenario, stream string) (DrillResult, error)
+	Restart(ctx context.Context, stream string) (RestartResult, error)
 }
 
-const opList = "reload, role, handover or drill"
+// Kinds of failure, for callers that branch on them with errors.Is: the
+// HTTP API answers each with its own status code. A failure of no kind is
+// an action the unit cannot carry out now (not paired, the peer is down, a
+// config file with problems): the message says why.
+var (
+	ErrInvalid  = errors.New("invalid request")     // the request itself is wrong
+	ErrNoStream = errors.New("no such stream")      // it names a stream the unit does not have
+	ErrFailed   = errors.New("the unit has failed") // the supervision root gave up: only a restart of the unit helps
+)
+
+// Mark returns err, which errors.Is also takes for kind (one of ErrInvalid,
+// ErrNoStream, ErrFailed); its message stays err's.
+func Mark(kind, err error) error {
+	if err == nil {
+		return nil
+	}
+	return &marked{err: err, kind: kind}
+}
+
+type marked struct{ err, kind error }
+
+func (m *marked) Error() string   { return m.err.Error() }
+func (m *marked) Unwrap() []error { return []error{m.err, m.kind} }
+
+const opList = "reload, role, handover, restart or drill"
 
 // maxRequest bounds one request line.
 const maxRequest = 64 << 10
@@ -211,56 +251,61 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	s.log.Info("control request", "op", req.Op, "stream", req.Stream, "role", req.Role, "scenario", req.Scenario, "peer", peer)
-	resp := s.do(ctx, req)
+	resp, _ := Do(ctx, s.act, req)
 	if !resp.OK {
 		s.log.Warn("control request failed", "op", req.Op, "peer", peer, "err", resp.Error)
 	}
 	s.reply(c, resp)
 }
 
-func (s *Server) do(ctx context.Context, req Request) Response {
+// Do carries out req on act: the one implementation of every action behind
+// both the control socket and the HTTP API. It checks the request, calls
+// act, and answers; the error, nil on success, is the one resp.Error
+// spells, for callers that branch on its kind.
+func Do(ctx context.Context, act Actions, req Request) (resp Response, err error) {
+	defer func() {
+		if err != nil {
+			resp = Response{Error: err.Error()}
+		}
+	}()
 	switch req.Op {
 	case OpReload:
-		r, err := s.act.Reload(ctx)
-		if err != nil {
-			return Response{Error: err.Error()}
-		}
-		return Response{OK: true, Reload: &r}
+		r, err := act.Reload(ctx)
+		return Response{OK: true, Reload: &r}, err
 	case OpRole:
 		if req.Stream == "" || req.Role == "" {
-			return Response{Error: "role needs a stream and a role (forward or standby)"}
+			return Response{}, invalid("role needs a stream and a role (forward or standby)")
 		}
-		r, err := s.act.SetRole(ctx, req.Stream, req.Role, req.FromSeq)
-		if err != nil {
-			return Response{Error: err.Error()}
-		}
-		return Response{OK: true, Role: &r}
+		r, err := act.SetRole(ctx, req.Stream, req.Role, req.FromSeq)
+		return Response{OK: true, Role: &r}, err
 	case OpHandover:
 		if req.Stream == "" {
-			return Response{Error: "handover needs a stream"}
+			return Response{}, invalid("handover needs a stream")
 		}
-		r, err := s.act.Handover(ctx, req.Stream)
-		if err != nil {
-			return Response{Error: err.Error()}
+		r, err := act.Handover(ctx, req.Stream)
+		return Response{OK: true, Handover: &r}, err
+	case OpRestart:
+		if req.Stream == "" {
+			return Response{}, invalid("restart needs a stream")
 		}
-		return Response{OK: true, Handover: &r}
+		r, err := act.Restart(ctx, req.Stream)
+		return Response{OK: true, Restart: &r}, err
 	case OpDrill:
 		switch req.Scenario {
 		case DrillOverheat, DrillPowerLoss, DrillPlanned:
 		default:
-			return Response{Error: fmt.Sprintf("drill scenario %q: use %s, %s or %s", req.Scenario, DrillOverheat, DrillPowerLoss, DrillPlanned)}
+			return Response{}, invalid(fmt.Sprintf("drill scenario %q: use %s, %s or %s", req.Scenario, DrillOverheat, DrillPowerLoss, DrillPlanned))
 		}
-		r, err := s.act.Drill(ctx, req.Scenario, req.Stream)
-		if err != nil {
-			return Response{Error: err.Error()}
-		}
-		return Response{OK: true, Drill: &r}
+		r, err := act.Drill(ctx, req.Scenario, req.Stream)
+		return Response{OK: true, Drill: &r}, err
 	case "":
-		return Response{Error: "no op; use " + opList}
+		return Response{}, invalid("no op; use " + opList)
 	default:
-		return Response{Error: fmt.Sprintf("unknown op %q; use %s", req.Op, opList)}
+		return Response{}, invalid(fmt.Sprintf("unknown op %q; use %s", req.Op, opList))
 	}
 }
+
+func invalid(msg string) error { return Mark(ErrInvalid, errors.New(msg)) }
 
 func (s *Server) reply(c *net.UnixConn, r Response) {
 	_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))

@@ -45,6 +45,13 @@ func (f *fakeActions) Drill(ctx context.Context, scenario, stream string) (Drill
 	return DrillResult{Scenario: scenario, Result: "ok", Streams: 2}, nil
 }
 
+func (f *fakeActions) Restart(ctx context.Context, stream string) (RestartResult, error) {
+	if stream == "nope" {
+		return RestartResult{}, Mark(ErrNoStream, errors.New("no such stream: nope"))
+	}
+	return RestartResult{Stream: stream, Worker: 1, WorkerPID: 4242, Restarts: 3}, nil
+}
+
 func serve(t *testing.T, act Actions) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "control.sock")
@@ -107,11 +114,88 @@ func TestActions(t *testing.T) {
 	if r := call(t, path, Request{Op: OpDrill, Scenario: DrillPowerLoss}); !r.OK || r.Drill.Scenario != DrillPowerLoss {
 		t.Errorf("drill: %+v", r)
 	}
+	if r := call(t, path, Request{Op: OpRestart, Stream: "cam1"}); !r.OK || r.Restart == nil || *r.Restart != (RestartResult{Stream: "cam1", Worker: 1, WorkerPID: 4242, Restarts: 3}) {
+		t.Errorf("restart: %+v", r)
+	}
+	if r := call(t, path, Request{Op: OpRestart, Stream: "nope"}); r.OK || r.Restart != nil || !strings.Contains(r.Error, "nope") {
+		t.Errorf("restart of a missing stream: %+v", r)
+	}
 	for _, bad := range []Request{{Op: "explode"}, {}, {Op: OpRole, Stream: "cam1"}, {Op: OpHandover},
-		{Op: OpDrill}, {Op: OpDrill, Scenario: "meteor"}} {
+		{Op: OpDrill}, {Op: OpDrill, Scenario: "meteor"}, {Op: OpRestart}} {
 		if r := call(t, path, bad); r.OK || r.Error == "" {
 			t.Errorf("%+v answered %+v", bad, r)
 		}
+	}
+}
+
+// countingActions counts the calls that reach the unit.
+type countingActions struct {
+	fakeActions
+	calls int
+}
+
+func (c *countingActions) Reload(ctx context.Context) (ReloadResult, error) {
+	c.calls++
+	return c.fakeActions.Reload(ctx)
+}
+
+func (c *countingActions) Handover(ctx context.Context, stream string) (HandoverResult, error) {
+	c.calls++
+	return c.fakeActions.Handover(ctx, stream)
+}
+
+func (c *countingActions) Restart(ctx context.Context, stream string) (RestartResult, error) {
+	c.calls++
+	return c.fakeActions.Restart(ctx, stream)
+}
+
+func (c *countingActions) Drill(ctx context.Context, scenario, stream string) (DrillResult, error) {
+	c.calls++
+	return c.fakeActions.Drill(ctx, scenario, stream)
+}
+
+// TestDoKinds: Do answers what the socket answers, and its error carries
+// the kind of failure: a request it refuses never reaches the unit.
+func TestDoKinds(t *testing.T) {
+	t.Parallel()
+	failed := Mark(ErrFailed, errors.New("the unit has failed; restart it"))
+	for _, tc := range []struct {
+		req   Request
+		kind  error // nil: success
+		calls int
+	}{
+		{Request{Op: OpReload}, nil, 1},
+		{Request{Op: OpRestart, Stream: "cam1"}, nil, 1},
+		{Request{Op: OpRestart, Stream: "nope"}, ErrNoStream, 1},
+		{Request{Op: OpRestart}, ErrInvalid, 0},
+		{Request{Op: OpHandover}, ErrInvalid, 0},
+		{Request{Op: OpDrill, Scenario: "meteor"}, ErrInvalid, 0},
+		{Request{Op: "explode"}, ErrInvalid, 0},
+		{Request{}, ErrInvalid, 0},
+	} {
+		act := &countingActions{}
+		resp, err := Do(context.Background(), act, tc.req)
+		switch {
+		case tc.kind == nil && (err != nil || !resp.OK):
+			t.Errorf("%+v: %+v, %v", tc.req, resp, err)
+		case tc.kind != nil && (!errors.Is(err, tc.kind) || resp.OK || resp.Error != err.Error()):
+			t.Errorf("%+v: %+v, %v; want a failure of kind %v", tc.req, resp, err, tc.kind)
+		}
+		if act.calls != tc.calls {
+			t.Errorf("%+v reached the unit %d times, want %d", tc.req, act.calls, tc.calls)
+		}
+	}
+	if errors.Is(failed, ErrInvalid) || !errors.Is(failed, ErrFailed) || failed.Error() != "the unit has failed; restart it" {
+		t.Errorf("Mark: %v", failed)
+	}
+	if Mark(ErrFailed, nil) != nil {
+		t.Error("Mark of no error is an error")
+	}
+	// A failed action answers no result, only the error.
+	act := &countingActions{}
+	act.reloadErr = errors.New("unit.yaml:4:3: bad")
+	if resp, err := Do(context.Background(), act, Request{Op: OpReload}); err == nil || resp.Reload != nil || resp.Error != "unit.yaml:4:3: bad" {
+		t.Errorf("a failed reload: %+v, %v", resp, err)
 	}
 }
 

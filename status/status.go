@@ -2,7 +2,9 @@
 package status
 
 import (
+	"cmp"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,8 +14,10 @@ import (
 	"strconv"
 	"time"
 
+	"appliance/control"
 	"appliance/health"
 	"appliance/hw"
+	"appliance/internal/clock"
 	"appliance/media"
 	"appliance/supervisor"
 	"appliance/watchdog"
@@ -136,15 +140,35 @@ type Source interface {
 // Report should carry.
 const MaxEvents = 200
 
-// Options bound what the API may take from the unit. Both are required: the
-// defaults belong to the config (status.max_connections, status.idle_timeout).
+// Options bound what the API may take from the unit. MaxConnections and
+// IdleTimeout are required: the defaults belong to the config
+// (status.max_connections, status.idle_timeout).
 type Options struct {
 	// MaxConnections caps the connections held open at once. Keep it well
 	// below the descriptor limit: worker restarts need descriptors too.
 	MaxConnections int
 	// IdleTimeout closes a keep-alive connection that has been idle this long.
 	IdleTimeout time.Duration
+	// Actions carries out what an authenticated client asks: the same
+	// control.Actions the control socket calls. Nil: every action is
+	// answered 503.
+	Actions control.Actions
+	// Tokens may act (status.tokens). None: every action is refused, with
+	// how to add one.
+	Tokens []Token
+	// TLS serves HTTPS with this certificate and key (status.tls); the
+	// zero value serves plain HTTP.
+	TLS TLSFiles
+	// Clock times sessions and rate limits; nil is the machine's.
+	Clock clock.Clock
+
+	// Tests shorten these; zero is the default.
+	headerTimeout, readTimeout time.Duration
+	rates                      *rates
 }
+
+// TLSFiles are PEM files: a certificate (with its intermediates) and its key.
+type TLSFiles struct{ Cert, Key string }
 
 // Server is the unit's HTTP API. It runs outside the supervision tree on
 // purpose: when everything else has given up, it is how an operator finds out why.
@@ -154,6 +178,12 @@ type Server struct {
 	ln     *capListener
 	srv    *http.Server
 	render renderer
+
+	actions control.Actions
+	auth    *authority
+	limits  *limiter
+	tls     bool
+	life    context.Context // Serve's
 }
 
 // ListenError is a status address that could not be bound. Its message
@@ -179,6 +209,14 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 	if opts.IdleTimeout <= 0 {
 		return nil, fmt.Errorf("status: IdleTimeout is %v; pass status.idle_timeout from the config (more than 0)", opts.IdleTimeout)
 	}
+	var cert tls.Certificate
+	if opts.TLS != (TLSFiles{}) {
+		c, err := tls.LoadX509KeyPair(opts.TLS.Cert, opts.TLS.Key)
+		if err != nil {
+			return nil, fmt.Errorf("status: status.tls: %w (give a PEM certificate and its key, or neither)", err)
+		}
+		cert = c
+	}
 	inner, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, &ListenError{Addr: addr, Err: err}
@@ -188,11 +226,22 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 		inner.Close()
 		return nil, err
 	}
-	s := &Server{src: src, log: log, ln: ln, render: renderer{src: src, now: time.Now}}
+	clk := opts.Clock
+	if clk == nil {
+		clk = clock.Real()
+	}
+	r := defaultRates
+	if opts.rates != nil {
+		r = *opts.rates
+	}
+	s := &Server{src: src, log: log, ln: ln, render: renderer{src: src, now: time.Now},
+		actions: opts.Actions, auth: &authority{tokens: opts.Tokens, now: clk.Mono}, limits: newLimiter(r, clk.Mono),
+		tls: opts.TLS != (TLSFiles{}), life: context.Background()}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/api/v1/status", s.status)
 	mux.HandleFunc("/api/v1/events", s.events)
+	s.routes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (try /api/v1/status)")
 	})
@@ -200,8 +249,8 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 		Handler: mux,
 		// A connection holds one of few slots, so a client that is slow to
 		// send its request or read the answer is cut off in seconds.
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
+		ReadHeaderTimeout: cmp.Or(opts.headerTimeout, 5*time.Second),
+		ReadTimeout:       cmp.Or(opts.readTimeout, 10*time.Second),
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       opts.IdleTimeout,
 		MaxHeaderBytes:    16 << 10,
@@ -210,10 +259,16 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 			return context.WithValue(ctx, connKey{}, &connSeen{})
 		},
 		ConnState: func(c net.Conn, st http.ConnState) {
+			if tc, ok := c.(*tls.Conn); ok {
+				c = tc.NetConn()
+			}
 			if cc, ok := c.(*capConn); ok && st != http.StateNew {
 				ln.setIdle(cc, st == http.StateIdle)
 			}
 		},
+	}
+	if s.tls {
+		s.srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
 	return s, nil
 }
@@ -232,7 +287,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		_ = s.srv.Shutdown(shut)
 	})
 	defer stop()
-	err := s.srv.Serve(s.ln)
+	s.life = ctx // before any request: actions end with the server, not with their client
+	var err error
+	if s.tls {
+		err = s.srv.ServeTLS(s.ln, "", "")
+	} else {
+		err = s.srv.Serve(s.ln)
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}

@@ -173,6 +173,14 @@ func TestExitCodes(t *testing.T) {
 			{args: nil, code: 2, want: []string{"--scenario overheat|power-loss|planned is required"}},
 			{args: []string{"--scenario", "planned", "--socket", sock}, code: 1, want: []string{noUnit}},
 		},
+		"restart": {
+			{args: nil, code: 2, want: []string{"name the stream", "usage: appliance restart"}},
+			{args: []string{"--socket", sock, "s0"}, code: 1, want: []string{noUnit}},
+		},
+		"token": {
+			{args: nil, code: 2, want: []string{"say what to do: appliance token hash", "usage: appliance token hash"}},
+			{args: []string{"hash"}, code: 1, want: []string{"no token on standard input"}},
+		},
 		"witness": {
 			{args: []string{"--key-file", missing}, code: 2, want: []string{"--listen is required", "127.0.0.1:7400"}},
 			{args: []string{"--listen", freeTCPAddr(t), "--key-file", missing, "--state", filepath.Join(dir, "w.json")}, code: 1, want: []string{missing}},

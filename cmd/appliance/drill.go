@@ -49,7 +49,7 @@ func (p *pairUnit) runDrill(ctx context.Context, scenario, only string) (control
 	sort.Strings(names)
 	if only != "" && len(names) == 0 {
 		if _, ok := p.index[only]; !ok {
-			return control.DrillResult{}, fmt.Errorf("no stream %q on this unit", only)
+			return control.DrillResult{}, control.Mark(control.ErrNoStream, fmt.Errorf("no stream %q on this unit", only))
 		}
 		return control.DrillResult{}, fmt.Errorf("stream %s is not forwarded by this unit; run the drill on %s", only, p.pc.PeerName)
 	}

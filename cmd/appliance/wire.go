@@ -96,17 +96,16 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 	}
 	u.media = m
 
-	api, err := status.Listen(cfg.Status.Listen, status.Options{
-		MaxConnections: cfg.Status.MaxConnections,
-		IdleTimeout:    time.Duration(cfg.Status.IdleTimeout),
-	}, u, log)
+	// The socket and the API carry actions to the same implementation.
+	act := unitActions{u}
+	api, err := status.Listen(cfg.Status.Listen, apiOptions(cfg, act), u, log)
 	if err != nil {
 		m.Close()
 		return nil, err
 	}
 	u.api = api
 
-	ctl, err := control.Listen(cfg.Control.Socket, u, log)
+	ctl, err := control.Listen(cfg.Control.Socket, act, log)
 	if err != nil {
 		api.Close()
 		m.Close()

@@ -32,7 +32,7 @@ var allowed = map[string][]string{
 	"failover":            {"internal/clock"},
 	"pairnet":             {"internal/clock", "failover"},
 	"lab":                 {"internal/clock", "internal/testutil", "media", "config", "control"},
-	"status":              {"internal/clock", "media", "supervisor", "health", "hw", "watchdog", "failover"},
+	"status":              {"internal/clock", "media", "supervisor", "health", "hw", "watchdog", "failover", "control"},
 	"cmd/appliance":       {"*"},
 }
 
