@@ -196,8 +196,12 @@ func runScenario(ctx context.Context, r *rig, sc Scenario, mode string, progress
 		if w.Detection >= 0 {
 			det = w.Detection.Round(time.Microsecond).String()
 		}
-		fmt.Fprintf(progress, "  %s (%s) run %d: detection %s, gap %v (from %v after the fault, sent %v apart), lost %d, duplicates %d\n", sc.Name, mode, i+1,
-			det, w.Gap.Round(time.Microsecond), w.GapAt.Round(time.Millisecond), w.GapSent.Round(time.Millisecond), w.Lost, w.Dups)
+		gap := fmt.Sprintf("gap %v", w.Gap.Round(time.Microsecond))
+		if len(t.results) > 1 {
+			gap = fmt.Sprintf("gap median %v, worst %v", median(streamGaps(t)).Round(time.Microsecond), w.Gap.Round(time.Microsecond))
+		}
+		fmt.Fprintf(progress, "  %s (%s) run %d: detection %s, %s (from %v after the fault, sent %v apart), lost %d, duplicates %d\n", sc.Name, mode, i+1,
+			det, gap, w.GapAt.Round(time.Millisecond), w.GapSent.Round(time.Millisecond), w.Lost, w.Dups)
 		runs = append(runs, t)
 	}
 	return summarize(sc, mode, r.opts.Streams, runs), nil
