@@ -121,6 +121,10 @@ func (m *Manager) Reforward(held []Held) {
 var (
 	ErrNoStream   = errors.New("no such stream")
 	ErrNotCarried = errors.New("stream is not carried")
+	// ErrWorkerStarting comes with ErrNotCarried from a role change for a
+	// stream whose worker is (re)starting: the role is kept, and the
+	// stream starts in it.
+	ErrWorkerStarting = errors.New("its worker is restarting")
 )
 
 // bindRetry is how often an input that could not be bound is tried again.

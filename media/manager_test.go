@@ -2,6 +2,7 @@ package media
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -126,5 +127,28 @@ func TestGroupsSpreadOverWorkers(t *testing.T) {
 				t.Errorf("worker %d has %d streams of group %s, want 2 (placement: %v)", w, n, g, count)
 			}
 		}
+	}
+}
+
+// TestRoleBeforeWorkerStarts: a role change for a stream whose worker has
+// not started is kept (the stream starts in it) and says so in a way the
+// caller can tell from a refusal.
+func TestRoleBeforeWorkerStarts(t *testing.T) {
+	m, err := NewManager(Options{Streams: []StreamSpec{{Name: "cam1", Input: netip.MustParseAddrPort("127.0.0.1:0"),
+		Outputs: []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:9")}, ClockRate: 90000, Standby: true}},
+		Workers: 1, HangTimeout: 5 * time.Second, ReportInterval: 100 * time.Millisecond, ProgressInterval: 5 * time.Millisecond, Command: []string{"true"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	out := m.SetRoles(context.Background(), []RoleChange{{Name: "cam1", Role: RoleForward}})
+	if err := out[0].Err; !errors.Is(err, ErrWorkerStarting) || !errors.Is(err, ErrNotCarried) {
+		t.Fatalf("role change before the worker starts: %v; want ErrWorkerStarting and ErrNotCarried", err)
+	}
+	m.mu.Lock()
+	standby := m.byName["cam1"].standby.Load()
+	m.mu.Unlock()
+	if standby {
+		t.Error("the role is not kept: the stream would start in standby")
 	}
 }

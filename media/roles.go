@@ -151,7 +151,7 @@ func (m *Manager) SetRoles(ctx context.Context, changes []RoleChange) []RoleOutc
 			wc = st.w.conn
 		}
 		if wc == nil {
-			out[i].Err = fmt.Errorf("%w: %s: its worker is restarting; it starts as %s", ErrNotCarried, c.Name, c.Role)
+			out[i].Err = fmt.Errorf("%w: %s: %w; it starts as %s", ErrNotCarried, c.Name, ErrWorkerStarting, c.Role)
 			continue
 		}
 		b := byConn[wc]

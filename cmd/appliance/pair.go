@@ -517,9 +517,13 @@ func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 		if len(changes) > 1 {
 			p.u.log.Info("pair: role changes", "streams", len(changes), "took", now-t0)
 		}
+		starting := 0
 		for i, o := range outs {
 			op := which[i]
-			if o.Err != nil {
+			switch {
+			case errors.Is(o.Err, media.ErrWorkerStarting):
+				starting++ // kept: the stream starts in it
+			case o.Err != nil:
 				p.u.log.Warn("pair: role change", "stream", changes[i].Name, "role", changes[i].Role, "err", o.Err)
 			}
 			if op.kind == opStandby || op.kind == opDrillStop {
@@ -534,6 +538,9 @@ func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 					p.results <- r
 				}
 			}
+		}
+		if starting > 0 {
+			p.u.log.Info("pair: role changes kept for streams whose worker is starting", "streams", starting)
 		}
 		changes, which = changes[:0], which[:0]
 		clear(seen)
