@@ -154,6 +154,7 @@ type Server struct {
 	ln     *capListener
 	srv    *http.Server
 	render renderer
+	page   *pageState
 }
 
 // Listen binds addr now, so that a busy port is reported before anything
@@ -174,13 +175,14 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 		inner.Close()
 		return nil, err
 	}
-	s := &Server{src: src, log: log, ln: ln, render: renderer{src: src, now: time.Now}}
+	s := &Server{src: src, log: log, ln: ln, render: renderer{src: src, now: time.Now}, page: newPageState(opts, log)}
 	mux := http.NewServeMux()
+	s.routePage(mux)
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/api/v1/status", s.status)
 	mux.HandleFunc("/api/v1/events", s.events)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (try /api/v1/status)")
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (the page is at /, the API at /api/v1/status)")
 	})
 	s.srv = &http.Server{
 		Handler: mux,
@@ -218,6 +220,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		_ = s.srv.Shutdown(shut)
 	})
 	defer stop()
+	defer s.startPage(ctx)()
 	err := s.srv.Serve(s.ln)
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil
