@@ -48,7 +48,7 @@ test-short:
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkRelay$$' -benchtime 5x -count 1 ./media/
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayHandle$$' -count 1 ./media/
-	$(GO) test -run '^$$' -bench '^BenchmarkStatusDocument$$' -count 1 ./status/
+	$(GO) test -run '^$$' -bench '^Benchmark(StatusDocument|Page)$$' -count 1 ./status/
 	$(GO) test -run '^$$' -bench '^BenchmarkControlPlane$$' -benchtime 1x -count 1 ./cmd/appliance/
 	$(GO) test -run '^$$' -bench '^Benchmark(RatioToHMAC|SealPair|OpenPair|HMACBaseline)$$' -count 1 ./pairnet/
 	$(GO) test -run '^$$' -bench '^BenchmarkProgressOf$$' -count 1 ./media/

@@ -52,6 +52,9 @@ type frame struct {
 	rep    *Report
 	at     time.Time
 	recent map[string]recentCounts
+
+	mu    sync.Mutex
+	views map[string]*rendered // by viewKey: at most one per live client
 }
 
 // liveEvery is how often live clients hear what changed: reports change

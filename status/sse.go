@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -180,11 +181,13 @@ func (s *Server) liveView(r *http.Request) (sectionsFunc, error) {
 			return nil, errBadStream(name)
 		}
 		return func(f *frame, sess Session, in bool) (map[string][]byte, error) {
-			v, ok := streamPageView(f.rep, f.at, name, f.recent, s.page.hist, sess, in)
-			if !ok {
-				return map[string][]byte{"stream": []byte(`<p class="gone">This stream is no longer on the unit.</p>`)}, nil
-			}
-			return renderSections(v, streamSections)
+			return f.sections(viewKey("stream="+name, sess, in), func() (map[string][]byte, error) {
+				v, ok := streamPageView(f.rep, f.at, name, f.recent, s.page.hist, sess, in)
+				if !ok {
+					return map[string][]byte{"stream": []byte(`<p class="gone">This stream is no longer on the unit.</p>`)}, nil
+				}
+				return renderSections(v, streamSections)
+			})
 		}, nil
 	}
 	p, err := parseParams(q)
@@ -192,8 +195,43 @@ func (s *Server) liveView(r *http.Request) (sectionsFunc, error) {
 		return nil, err
 	}
 	return func(f *frame, sess Session, in bool) (map[string][]byte, error) {
-		return renderSections(mainView(f.rep, f.at, p, f.recent, sess, in), mainSections)
+		return f.sections(viewKey("main?"+p.query(p.Page), sess, in), func() (map[string][]byte, error) {
+			return renderSections(mainView(f.rep, f.at, p, f.recent, sess, in), mainSections)
+		})
 	}, nil
+}
+
+// viewKey tells views apart: live clients with the same key are sent the
+// same sections.
+func viewKey(view string, sess Session, in bool) string {
+	if !in {
+		return view
+	}
+	return view + "\x00" + sess.Name + "\x00" + sess.CSRF
+}
+
+// sections renders a view's sections for this frame once, however many
+// live clients show that view: most show the same page.
+func (f *frame) sections(key string, build func() (map[string][]byte, error)) (map[string][]byte, error) {
+	f.mu.Lock()
+	if f.views == nil {
+		f.views = map[string]*rendered{}
+	}
+	r, ok := f.views[key]
+	if !ok {
+		r = &rendered{}
+		f.views[key] = r
+	}
+	f.mu.Unlock()
+	r.once.Do(func() { r.secs, r.err = build() })
+	return r.secs, r.err
+}
+
+// rendered is one view's sections of one frame.
+type rendered struct {
+	once sync.Once
+	secs map[string][]byte
+	err  error
 }
 
 type errBadStream string
