@@ -41,6 +41,12 @@ type pageState struct {
 	maxAge time.Duration // a live connection's longest life (liveMaxAge)
 	wait   time.Duration // the longest a write to a live client may take (liveWriteTimeout)
 
+	// The newest report, kept for reuseFor.
+	repMu   sync.Mutex
+	rep     *Report
+	repAt   time.Time     // wall clock, for people
+	repMono time.Duration // its age is measured on the monotonic clock
+
 	mu   sync.Mutex
 	cur  *frame
 	next chan struct{} // closed when cur is replaced
@@ -92,7 +98,7 @@ func (s *Server) startPage(ctx context.Context) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		s.page.run(ctx, &s.render)
+		s.page.run(ctx, s.src)
 	}()
 	return func() {
 		cancel()
@@ -141,18 +147,23 @@ func (s *Server) pageError(w http.ResponseWriter, code int, title, msg string) {
 	s.writePage(w, code, "error", errorView{Title: title, Message: msg})
 }
 
-// pageReport is the report the page shows: the API's shared rendering, so
-// page viewers and API pollers together cost one report per reuseFor.
-func (s *Server) pageReport(w http.ResponseWriter, r *http.Request) (*Report, time.Time, bool) {
-	g, err := s.render.get(r.Context())
-	if err != nil {
-		return nil, time.Time{}, false // the client went away
+// pageReport is the report the page shows, shared by the page's viewers
+// as the API's pollers share theirs: at most one report per reuseFor. The
+// page does not use the API's rendering, which also encodes the JSON it
+// has no use for.
+func (s *Server) pageReport() (*Report, time.Time) { return s.page.report(s.src) }
+
+// report returns a report no older than reuseFor, building it if needed;
+// callers that come while it is built wait for it and share it.
+func (p *pageState) report(src Source) (*Report, time.Time) {
+	p.repMu.Lock()
+	defer p.repMu.Unlock()
+	if p.rep != nil && p.clk.Mono()-p.repMono < reuseFor {
+		return p.rep, p.repAt
 	}
-	if !g.repOK {
-		s.serverError(w, g, g.err)
-		return nil, time.Time{}, false
-	}
-	return &g.rep, g.at, true
+	rep := src.Report()
+	p.rep, p.repAt, p.repMono = &rep, p.clk.Now(), p.clk.Mono()
+	return p.rep, p.repAt
 }
 
 // mainPage serves /: every section of the unit, the streams table filtered
@@ -167,10 +178,7 @@ func (s *Server) mainPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, http.StatusBadRequest, "Bad request", err.Error()+".")
 		return
 	}
-	rep, at, ok := s.pageReport(w, r)
-	if !ok {
-		return
-	}
+	rep, at := s.pageReport()
 	sess, in := s.session(r)
 	v := mainView(rep, at, p, s.page.hist.recentAll(), sess, in)
 	v.Flash = readFlash(q)
@@ -192,10 +200,7 @@ func (s *Server) streamPage(w http.ResponseWriter, r *http.Request) {
 		s.pageError(w, http.StatusNotFound, "No such stream", "There is no stream called "+name+": stream names are lowercase letters, digits, - and _. The list is on the main page.")
 		return
 	}
-	rep, at, ok := s.pageReport(w, r)
-	if !ok {
-		return
-	}
+	rep, at := s.pageReport()
 	sess, in := s.session(r)
 	v, ok := streamPageView(rep, at, name, s.page.hist.recentAll(), s.page.hist, sess, in)
 	if !ok {

@@ -5,16 +5,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
-	"time"
 
-	"appliance/media"
+	"appliance/internal/clock"
 )
 
 // BenchmarkPage measures the page at 1,000 streams (2 outputs each, 200
 // events, a pair): "view" judges and sorts every stream and cuts the
 // first page of 50; "render" is that and the whole HTML; "served" is a GET
-// / that finds no fresh report, so it builds one (the shared rendering,
-// with its JSON) and then the page; "stream" is a stream's page with five
+// / that finds no fresh report, so it asks for one and builds the page; "stream" is a stream's page with five
 // minutes of history; "live" is one live client's sections for a frame.
 func BenchmarkPage(b *testing.B) {
 	rep := pairedReport()
@@ -52,13 +50,13 @@ func BenchmarkPage(b *testing.B) {
 	b.Run("served", func(b *testing.B) {
 		s := &Server{src: &fixed{rep}, log: discard(), page: newPageState(testOpts, discard())}
 		s.page.hist = h
-		now := time.Now()
-		s.render = renderer{src: s.src, now: func() time.Time { now = now.Add(reuseFor); return now }}
+		fake := s.page.clk.(*clock.Fake)
 		req := httptest.NewRequest("GET", "/", nil)
 		w := &nullWriter{h: http.Header{}}
 		b.SetBytes(int64(page.Len()))
 		b.ReportAllocs()
 		for b.Loop() {
+			fake.Advance(reuseFor) // the report of the last request is too old
 			s.mainPage(w, req)
 		}
 	})
@@ -87,5 +85,3 @@ func BenchmarkPage(b *testing.B) {
 		}
 	})
 }
-
-var _ = media.RoleForward

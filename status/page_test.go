@@ -40,8 +40,8 @@ func (b *liveSource) edit(f func(*Report)) {
 }
 
 // pageServer serves src with the page's clock in the test's hands: the
-// shared rendering of the report is as old as that clock says, so every
-// sample the test makes the page take is a new report.
+// page's report is as old as that clock says, so every sample the test
+// makes the page take is a new report.
 func pageServer(t *testing.T, src Source, opts Options) (*Server, *clock.Fake, string) {
 	t.Helper()
 	s, err := Listen("127.0.0.1:0", opts, src, discard())
@@ -49,7 +49,6 @@ func pageServer(t *testing.T, src Source, opts Options) (*Server, *clock.Fake, s
 		t.Fatal(err)
 	}
 	fake := s.page.clk.(*clock.Fake)
-	s.render.now = fake.Now
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()

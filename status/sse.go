@@ -31,7 +31,7 @@ const (
 // live clients are connected publishes a frame every p.every, until ctx
 // ends. It is the only goroutine that samples. The first sample is taken
 // a tick after the start, when the unit has had time to report.
-func (p *pageState) run(ctx context.Context, render *renderer) {
+func (p *pageState) run(ctx context.Context, src Source) {
 	defer close(p.done)
 	t := p.clk.NewTicker(p.every)
 	defer t.Stop()
@@ -47,28 +47,25 @@ func (p *pageState) run(ctx context.Context, render *renderer) {
 		p.mu.Unlock()
 		sample := n%each == 0
 		if sample || watched {
-			p.step(ctx, render, sample)
+			p.step(src, sample)
 		}
 	}
 }
 
 // step takes one report: into the history when sample is set, and to the
-// live clients. A report that panics is logged (the API answers 500 with
-// it) and skipped: the page must outlive it.
-func (p *pageState) step(ctx context.Context, render *renderer, sample bool) {
+// live clients. A report that panics is logged and skipped: the page and
+// its history must outlive it.
+func (p *pageState) step(src Source, sample bool) {
 	defer func() {
 		if v := recover(); v != nil {
 			p.log.Error("status: building the report for the page panicked", "panic", v)
 		}
 	}()
-	g, err := render.get(ctx)
-	if err != nil || !g.repOK {
-		return
-	}
+	rep, at := p.report(src)
 	if sample {
-		p.hist.add(&g.rep)
+		p.hist.add(rep)
 	}
-	p.publish(&frame{rep: &g.rep, at: g.at, recent: p.hist.recentAll()})
+	p.publish(&frame{rep: rep, at: at, recent: p.hist.recentAll()})
 }
 
 func (p *pageState) publish(f *frame) {
@@ -104,6 +101,10 @@ func (s *Server) live(w http.ResponseWriter, r *http.Request) {
 	render, err := s.liveView(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if r.Method == http.MethodHead {
+		w.Header().Set("Content-Type", "text/event-stream")
 		return
 	}
 	select {

@@ -26,7 +26,6 @@ func liveServer(t *testing.T, src Source, opts Options, setup func(*Server)) (s 
 		t.Fatal(err)
 	}
 	fake = s.page.clk.(*clock.Fake)
-	s.render.now = fake.Now
 	if setup != nil {
 		setup(s)
 	}
@@ -206,6 +205,20 @@ func TestLiveBadRequests(t *testing.T) {
 		if code != tt.code || h.Get("Content-Type") != "application/json" || !strings.Contains(body, tt.says) {
 			t.Errorf("%s %s: %d %s", tt.method, tt.path, code, body)
 		}
+	}
+}
+
+// HEAD answers at once: there is no stream to hold open.
+func TestLiveHead(t *testing.T) {
+	_, _, base, _ := liveServer(t, &fixed{syntheticReport(3, 1, 3)}, testOpts, nil)
+	client := &http.Client{Timeout: 5 * time.Second}
+	resp, err := client.Head(base + "/live")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+		t.Errorf("HEAD /live: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
 
