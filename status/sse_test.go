@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -335,5 +336,31 @@ func TestLiveEndsAtShutdown(t *testing.T) {
 	}
 	if _, _, err := c.next(); err == nil {
 		t.Error("the live stream goes on after shutdown")
+	}
+}
+
+// panicky is a source whose report panics.
+type panicky struct {
+	fixed
+	calls atomic.Int64
+}
+
+func (p *panicky) Report() Report {
+	p.calls.Add(1)
+	panic("report broke")
+}
+
+// A report that panics costs the page a sample, not the unit: the
+// sampling goes on and the API still answers.
+func TestSamplerOutlivesAPanickingReport(t *testing.T) {
+	src := &panicky{}
+	src.rep.Unit.State = "running"
+	_, fake, base, _ := liveServer(t, src, testOpts, nil)
+	testutil.Eventually(t, 5*time.Second, "the sampler to try twice", func() bool {
+		fake.Advance(liveEvery)
+		return src.calls.Load() >= 2
+	})
+	if code, _ := get(t, "GET", base+"/healthz"); code != 200 {
+		t.Errorf("/healthz after panicking reports: %d", code)
 	}
 }

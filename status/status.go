@@ -1,4 +1,4 @@
-// Package status serves the unit's state over HTTP: health, the JSON API, and later the page.
+// Package status serves the unit's state over HTTP: health, the JSON API and the page.
 package status
 
 import (

@@ -18,8 +18,9 @@ import (
 	"appliance/internal/testutil"
 )
 
-// screenshotEnv names a file the browser test also writes its screenshot
-// to (docs/page.png is a copy of one).
+// screenshotEnv names the file the browser test writes its screenshot to,
+// instead of appliance-page.png in the temporary directory; docs/page.png
+// is a copy of one.
 const screenshotEnv = "APPLIANCE_PAGE_SCREENSHOT"
 
 // browser starts Debian's chromium, headless, with a profile of its own,
@@ -156,7 +157,7 @@ func TestBrowserPage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	shot := filepath.Join(t.TempDir(), "page.png")
+	shot := filepath.Join(os.TempDir(), "appliance-page.png")
 	if p := os.Getenv(screenshotEnv); p != "" {
 		shot = p
 	}
