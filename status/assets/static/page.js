@@ -70,8 +70,8 @@
     es.onerror = function () {
       es.close();
       var wait = Math.round(delay * (0.75 + Math.random() / 2));
-      say('Reconnecting… the live connection to the unit dropped; trying again in ' +
-        Math.max(1, Math.round(wait / 1000)) + ' s. What you see may be out of date.');
+      say('Reconnecting… live updates stopped (the unit does not answer, or too many pages are open); ' +
+        'trying again in ' + Math.max(1, Math.round(wait / 1000)) + ' s. What you see may be out of date.');
       retry = setTimeout(connect, wait);
       delay = Math.min(delay * 2, 30000);
     };
