@@ -1,4 +1,4 @@
-// Package status serves the unit's state over HTTP: health, the JSON API, and later the page.
+// Package status serves the unit's state over HTTP: health, the JSON API and the page.
 package status
 
 import (
@@ -184,6 +184,7 @@ type Server struct {
 	limits  *limiter
 	tls     bool
 	life    context.Context // Serve's
+	page    *pageState
 }
 
 // ListenError is a status address that could not be bound. Its message
@@ -236,14 +237,15 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 	}
 	s := &Server{src: src, log: log, ln: ln, render: renderer{src: src, now: time.Now},
 		actions: opts.Actions, auth: &authority{tokens: opts.Tokens, now: clk.Mono}, limits: newLimiter(r, clk.Mono),
-		tls: opts.TLS != (TLSFiles{}), life: context.Background()}
+		tls: opts.TLS != (TLSFiles{}), life: context.Background(), page: newPageState(opts, log)}
 	mux := http.NewServeMux()
+	s.routePage(mux)
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/api/v1/status", s.status)
 	mux.HandleFunc("/api/v1/events", s.events)
 	s.routes(mux)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (try /api/v1/status)")
+		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (the page is at /, the API at /api/v1/status)")
 	})
 	s.srv = &http.Server{
 		Handler: mux,
@@ -288,6 +290,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	})
 	defer stop()
 	s.life = ctx // before any request: actions end with the server, not with their client
+	defer s.startPage(ctx)()
 	var err error
 	if s.tls {
 		err = s.srv.ServeTLS(s.ln, "", "")
