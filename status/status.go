@@ -179,6 +179,7 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 	mux.HandleFunc("/healthz", s.healthz)
 	mux.HandleFunc("/api/v1/status", s.status)
 	mux.HandleFunc("/api/v1/events", s.events)
+	mux.HandleFunc("/metrics", s.metrics)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (try /api/v1/status)")
 	})
