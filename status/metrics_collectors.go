@@ -33,9 +33,19 @@ func reportCollectors(rep *Report, at time.Time) []prometheus.Collector {
 // descs is the fixed list of one collector's descriptions.
 type descs []*prometheus.Desc
 
+// descMeta is what a Desc keeps to itself: the name and help that
+// reportGatherer needs, and the labels the docs test checks.
+var descMeta = map[*prometheus.Desc]metricMeta{}
+
+type metricMeta struct {
+	name, help string
+	labels     []string
+}
+
 func (d *descs) add(name, help string, labels ...string) *prometheus.Desc {
 	desc := prometheus.NewDesc(name, help, labels, nil)
 	*d = append(*d, desc)
+	descMeta[desc] = metricMeta{name, help, labels}
 	return desc
 }
 
@@ -90,7 +100,7 @@ var (
 	severityDesc      = unitDescs.add("appliance_health_severity", "The most severe active condition: 0 none, 1 warning, 2 critical.")
 	onBatteryDesc     = unitDescs.add("appliance_power_on_battery", "1 while no mains supply is online and a battery or UPS is discharging (the power.on-battery condition).")
 	wdArmedDesc       = unitDescs.add("appliance_watchdog_armed", "1 while the hardware watchdog is counting down.")
-	wdFeedingDesc     = unitDescs.add("appliance_watchdog_feeding", "1 while the unit feeds its watchdogs; 0 when it has stopped on purpose (the reason is in the API).")
+	wdFeedingDesc     = unitDescs.add("appliance_watchdog_feeding", "1 while the unit feeds its watchdogs; 0 once it stopped because the supervision root is stuck or gave up (the reason is in the API), so that the watchdogs reset it.")
 	wdTimeoutDesc     = unitDescs.add("appliance_watchdog_timeout_seconds", "The hardware watchdog's timeout.")
 	wdLastFeedDesc    = unitDescs.add("appliance_watchdog_last_feed_age_seconds", "Time since the hardware watchdog was last fed; absent before the first feed.")
 	wdSystemdDesc     = unitDescs.add("appliance_watchdog_systemd", "1 when systemd's watchdog is fed too.")
@@ -150,7 +160,7 @@ func (c unitMetrics) Collect(ch chan<- prometheus.Metric) {
 
 var (
 	streamDescs    descs
-	streamPackets  = streamDescs.add("appliance_stream_packets_total", "RTP packets received (direction in) and forwarded (out, summed over the outputs).", "stream", "direction")
+	streamPackets  = streamDescs.add("appliance_stream_packets_total", "RTP packets received (direction in) and forwarded (out: a packet counts once if at least one output took it).", "stream", "direction")
 	streamBytes    = streamDescs.add("appliance_stream_bytes_total", "Bytes of RTP packets received (in) and forwarded (out).", "stream", "direction")
 	streamLost     = streamDescs.add("appliance_stream_lost_packets", "Input packets missing from the sequence and not filled by late ones; falls when a late packet arrives.", "stream")
 	streamJitter   = streamDescs.add("appliance_stream_jitter_seconds", "Interarrival jitter of the input (RFC 3550).", "stream")

@@ -2,15 +2,18 @@ package status
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
@@ -23,20 +26,34 @@ import (
 	"appliance/watchdog"
 )
 
-// writeMetrics gathers rep's metrics, without the runtime's, in the text
-// format.
+// scrapeRegistry is rep's collectors, at at, in a pedantic registry,
+// which checks every series against the others and against the
+// descriptions: what reportGatherer leaves out.
+func scrapeRegistry(rep *Report, at time.Time) (*prometheus.Registry, error) {
+	reg := prometheus.NewPedanticRegistry()
+	for _, c := range reportCollectors(rep, at) {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("registering the %T metrics: %w", c, err)
+		}
+	}
+	return reg, nil
+}
+
+// writeMetrics gathers rep's metrics through the pedantic registry, in
+// the text format.
 func writeMetrics(w io.Writer, rep *Report, at time.Time) error {
 	reg, err := scrapeRegistry(rep, at)
 	if err != nil {
 		return err
 	}
-	for _, c := range runtimeCollectors() {
-		reg.Unregister(c)
-	}
 	mfs, err := reg.Gather()
 	if err != nil {
 		return err
 	}
+	return encodeText(w, mfs)
+}
+
+func encodeText(w io.Writer, mfs []*dto.MetricFamily) error {
 	enc := expfmt.NewEncoder(w, expfmt.NewFormat(expfmt.TypeTextPlain))
 	for _, mf := range mfs {
 		if err := enc.Encode(mf); err != nil {
@@ -143,7 +160,7 @@ func unitReport() Report {
 					{Address: "udp://10.0.0.9:6000", State: "ok", Packets: 990, Errors: 0},
 					{Address: "udp://10.0.0.10:6000", State: "failing", Packets: 900, Errors: 90},
 				},
-				Counters: media.Counters{PacketsIn: 1000, BytesIn: 1_328_000, PacketsOut: 1890, BytesOut: 2_509_920,
+				Counters: media.Counters{PacketsIn: 1000, BytesIn: 1_328_000, PacketsOut: 990, BytesOut: 1_314_720,
 					Lost: 7, Duplicates: 1, Reordered: 3, Malformed: 4, CCErrors: 5, JitterMs: 1.25}},
 			{Name: "cam2", State: "idle", Role: "standby", Counters: media.Counters{PacketsIn: 10}},
 		},
@@ -195,9 +212,9 @@ func TestMetricsFromTheReport(t *testing.T) {
 		want   float64
 	}{
 		{"appliance_stream_packets_total", counter, []string{"stream", "cam1", "direction", "in"}, 1000},
-		{"appliance_stream_packets_total", counter, []string{"stream", "cam1", "direction", "out"}, 1890},
+		{"appliance_stream_packets_total", counter, []string{"stream", "cam1", "direction", "out"}, 990},
 		{"appliance_stream_bytes_total", counter, []string{"stream", "cam1", "direction", "in"}, 1_328_000},
-		{"appliance_stream_bytes_total", counter, []string{"stream", "cam1", "direction", "out"}, 2_509_920},
+		{"appliance_stream_bytes_total", counter, []string{"stream", "cam1", "direction", "out"}, 1_314_720},
 		{"appliance_stream_lost_packets", gauge, []string{"stream", "cam1"}, 7},
 		{"appliance_stream_jitter_seconds", gauge, []string{"stream", "cam1"}, 0.00125},
 		{"appliance_stream_cc_errors_total", counter, []string{"stream", "cam1"}, 5},
@@ -522,11 +539,7 @@ func FuzzMetricsLabelValues(f *testing.F) {
 			Temperatures:  []hw.TempStatus{{Temperature: hw.Temperature{Sensor: sensor, Celsius: 50}}, {Temperature: hw.Temperature{Sensor: "other", Celsius: 51}}},
 			PowerSupplies: []hw.PowerSupply{{Name: supply, Type: sensor, Online: &online}},
 		}}
-		var b bytes.Buffer
-		if err := writeMetrics(&b, &rep, time.Time{}); err != nil {
-			t.Fatalf("sensor %q, supply %q: %v", sensor, supply, err)
-		}
-		mfs := parseMetrics(t, b.Bytes())
+		mfs := parseMetrics(t, sameBothWays(t, &rep))
 		want := 50.0
 		if sensor == "other" {
 			want = 51 // the first of two of that name
@@ -539,3 +552,61 @@ func FuzzMetricsLabelValues(f *testing.F) {
 		}
 	})
 }
+
+// reportGatherer, which skips the registry's checks of each series,
+// gathers what the pedantic registry does, which makes them all.
+func TestReportGathererMatchesTheRegistry(t *testing.T) {
+	for _, rep := range []Report{unitReport(), pairedReport(30, 3, 5)} {
+		if n := bytes.Count(sameBothWays(t, &rep), []byte("\n")); n < 200 {
+			t.Errorf("%d lines of metrics", n)
+		}
+	}
+	sameBothWays(t, &Report{})
+}
+
+// sameBothWays gathers rep's metrics through reportGatherer and through
+// the pedantic registry, fails the test unless both give the same, and
+// returns reportGatherer's in the text format.
+func sameBothWays(t *testing.T, rep *Report) []byte {
+	t.Helper()
+	var want, got bytes.Buffer
+	if err := writeMetrics(&want, rep, time.Time{}); err != nil {
+		t.Fatalf("the pedantic registry refused the report's metrics: %v", err)
+	}
+	mfs, err := reportGatherer(reportCollectors(rep, time.Time{})).Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := encodeText(&got, mfs); err != nil {
+		t.Fatal(err)
+	}
+	// The registry sorts series by label values; the collectors send
+	// most of them in that order already, but not all.
+	sorted := func(b []byte) string {
+		lines := strings.Split(string(b), "\n")
+		slices.Sort(lines)
+		return strings.Join(lines, "\n")
+	}
+	if sorted(got.Bytes()) != sorted(want.Bytes()) {
+		t.Fatalf("reportGatherer:\n%s\nthe registry:\n%s", got.Bytes(), want.Bytes())
+	}
+	return got.Bytes()
+}
+
+// A collector that panics costs its own metrics, not the unit or the
+// rest of the scrape.
+func TestReportGathererSurvivesAPanic(t *testing.T) {
+	rep := unitReport()
+	mfs, err := reportGatherer{panickingCollector{}, unitMetrics{&rep, time.Time{}}}.Gather()
+	if err == nil || !strings.Contains(err.Error(), "panicked: a bug") {
+		t.Errorf("error %v, want one saying a collector panicked", err)
+	}
+	if !slices.ContainsFunc(mfs, func(mf *dto.MetricFamily) bool { return mf.GetName() == "appliance_build_info" }) {
+		t.Error("the other collector's metrics are missing")
+	}
+}
+
+type panickingCollector struct{}
+
+func (panickingCollector) Describe(chan<- *prometheus.Desc) {}
+func (panickingCollector) Collect(chan<- prometheus.Metric) { panic("a bug") }
