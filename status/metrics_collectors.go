@@ -15,7 +15,7 @@ import (
 
 // The collectors follow node_exporter's pattern: each area of the report
 // is a prometheus.Collector whose descriptions are fixed and whose metrics
-// are made from the report when the registry collects them. Every metric
+// are made from the report when a scrape collects them. Every metric
 // is listed with its meaning in docs/metrics.md; a name is a contract, as
 // the report's field names are.
 
@@ -175,69 +175,36 @@ type streamMetrics struct{ rep *Report }
 
 func (streamMetrics) Describe(ch chan<- *prometheus.Desc) { streamDescs.describe(ch) }
 
-// Collect sends each family's series in the order the registry sorts
-// them (by label values, in the order of the label names), which spares
-// it most of the sorting: at 1,000 streams that sort was a sixth of a
-// scrape.
+// Collect sends the streams in the order of their names, so that
+// /metrics reads like the config's list, whatever order the report has.
 func (c streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	s := sink(ch)
 	streams := make([]*media.StreamStatus, len(c.rep.Streams))
-	nOut := 0
 	for i := range c.rep.Streams {
 		streams[i] = &c.rep.Streams[i]
-		nOut += len(streams[i].Outputs)
 	}
 	slices.SortFunc(streams, func(a, b *media.StreamStatus) int { return strings.Compare(a.Name, b.Name) })
-
-	// direction sorts before stream.
-	for _, st := range streams {
-		s.counter(streamPackets, float64(st.PacketsIn), st.Name, "in")
-		s.counter(streamBytes, float64(st.BytesIn), st.Name, "in")
-	}
-	for _, st := range streams {
-		s.counter(streamPackets, float64(st.PacketsOut), st.Name, "out")
-		s.counter(streamBytes, float64(st.BytesOut), st.Name, "out")
-	}
 	for _, st := range streams {
 		n, k := st.Name, &st.Counters
+		s.counter(streamPackets, float64(k.PacketsIn), n, "in")
+		s.counter(streamPackets, float64(k.PacketsOut), n, "out")
+		s.counter(streamBytes, float64(k.BytesIn), n, "in")
+		s.counter(streamBytes, float64(k.BytesOut), n, "out")
 		s.gauge(streamLost, float64(k.Lost), n)
 		s.gauge(streamJitter, k.JitterMs/1e3, n)
 		s.counter(streamCC, float64(k.CCErrors), n)
 		s.counter(streamRestarts, float64(st.Restarts), n)
-	}
-	// role and state sort before stream.
-	for _, st := range sortedBy(streams, func(st *media.StreamStatus) string { return st.Role }) {
 		if st.Role != "" {
-			s.gauge(streamRole, 1, st.Name, st.Role)
+			s.gauge(streamRole, 1, n, st.Role)
 		}
-	}
-	for _, st := range sortedBy(streams, func(st *media.StreamStatus) string { return st.State }) {
 		if st.State != "" {
-			s.gauge(streamState, 1, st.Name, st.State)
+			s.gauge(streamState, 1, n, st.State)
 		}
-	}
-	// output sorts before stream.
-	type out struct {
-		stream string
-		o      *media.OutputStatus
-	}
-	outs := make([]out, 0, nOut)
-	for _, st := range streams {
 		for i := range st.Outputs {
-			outs = append(outs, out{st.Name, &st.Outputs[i]})
+			o := &st.Outputs[i]
+			s.counter(outputErrors, float64(o.Errors), n, o.Address)
 		}
 	}
-	slices.SortStableFunc(outs, func(a, b out) int { return strings.Compare(a.o.Address, b.o.Address) })
-	for _, o := range outs {
-		s.counter(outputErrors, float64(o.o.Errors), o.stream, o.o.Address)
-	}
-}
-
-// sortedBy is streams, sorted by name, stably sorted by key.
-func sortedBy(streams []*media.StreamStatus, key func(*media.StreamStatus) string) []*media.StreamStatus {
-	out := slices.Clone(streams)
-	slices.SortStableFunc(out, func(a, b *media.StreamStatus) int { return strings.Compare(key(a), key(b)) })
-	return out
 }
 
 // --- the supervision tree
