@@ -101,7 +101,7 @@ var (
 	onBatteryDesc     = unitDescs.add("appliance_power_on_battery", "1 while no mains supply is online and a battery or UPS is discharging (the power.on-battery condition).")
 	wdArmedDesc       = unitDescs.add("appliance_watchdog_armed", "1 while the hardware watchdog is counting down.")
 	wdFeedingDesc     = unitDescs.add("appliance_watchdog_feeding", "1 while the unit feeds its watchdogs; 0 once it stopped because the supervision root is stuck or gave up (the reason is in the API), so that the watchdogs reset it.")
-	wdTimeoutDesc     = unitDescs.add("appliance_watchdog_timeout_seconds", "The hardware watchdog's timeout.")
+	wdTimeoutDesc     = unitDescs.add("appliance_watchdog_timeout_seconds", "The hardware watchdog's timeout; absent without one.")
 	wdLastFeedDesc    = unitDescs.add("appliance_watchdog_last_feed_age_seconds", "Time since the hardware watchdog was last fed; absent before the first feed.")
 	wdSystemdDesc     = unitDescs.add("appliance_watchdog_systemd", "1 when systemd's watchdog is fed too.")
 	bootsDesc         = unitDescs.add("appliance_boots_total", "Boots counted in the unit's boot record.")
@@ -139,7 +139,9 @@ func (c unitMetrics) Collect(ch chan<- prometheus.Metric) {
 	wd := &rep.Watchdog
 	s.gauge(wdArmedDesc, b2f(wd.Armed))
 	s.gauge(wdFeedingDesc, b2f(wd.Feeding))
-	s.gauge(wdTimeoutDesc, wd.TimeoutS)
+	if wd.TimeoutS > 0 {
+		s.gauge(wdTimeoutDesc, wd.TimeoutS)
+	}
 	if wd.LastFeed != nil {
 		s.gauge(wdLastFeedDesc, max(c.at.Sub(*wd.LastFeed), 0).Seconds())
 	}
