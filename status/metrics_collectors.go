@@ -55,32 +55,6 @@ func (d descs) describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// sink makes metrics onto a collector's channel.
-type sink chan<- prometheus.Metric
-
-func (s sink) gauge(d *prometheus.Desc, v float64, labels ...string) {
-	s.send(d, prometheus.GaugeValue, v, labels)
-}
-
-func (s sink) counter(d *prometheus.Desc, v float64, labels ...string) {
-	s.send(d, prometheus.CounterValue, v, labels)
-}
-
-func (s sink) send(d *prometheus.Desc, t prometheus.ValueType, v float64, labels []string) {
-	m, err := prometheus.NewConstMetric(d, t, v, labels...)
-	if err != nil {
-		// Names read from sysfs need not be UTF-8, which label values
-		// must be: the metric is kept under a readable spelling.
-		for i, l := range labels {
-			labels[i] = strings.ToValidUTF8(l, "\uFFFD")
-		}
-		if m, err = prometheus.NewConstMetric(d, t, v, labels...); err != nil {
-			m = prometheus.NewInvalidMetric(d, err) // logged by promhttp; the scrape goes on
-		}
-	}
-	s <- m
-}
-
 func b2f(b bool) float64 {
 	if b {
 		return 1
@@ -187,24 +161,31 @@ func (c streamMetrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	slices.SortFunc(streams, func(a, b *media.StreamStatus) int { return strings.Compare(a.Name, b.Name) })
 	for _, st := range streams {
-		n, k := st.Name, &st.Counters
-		s.counter(streamPackets, float64(k.PacketsIn), n, "in")
-		s.counter(streamPackets, float64(k.PacketsOut), n, "out")
-		s.counter(streamBytes, float64(k.BytesIn), n, "in")
-		s.counter(streamBytes, float64(k.BytesOut), n, "out")
-		s.gauge(streamLost, float64(k.Lost), n)
-		s.gauge(streamJitter, k.JitterMs/1e3, n)
-		s.counter(streamCC, float64(k.CCErrors), n)
-		s.counter(streamRestarts, float64(st.Restarts), n)
+		k := &st.Counters
+		// The stream's series share three sets of labels.
+		one, ok1 := s.labels(streamLost, st.Name)
+		in, ok2 := s.labels(streamPackets, st.Name, "in")
+		out, ok3 := s.labels(streamPackets, st.Name, "out")
+		if !ok1 || !ok2 || !ok3 {
+			continue
+		}
+		s.send(streamPackets, prometheus.CounterValue, float64(k.PacketsIn), in)
+		s.send(streamPackets, prometheus.CounterValue, float64(k.PacketsOut), out)
+		s.send(streamBytes, prometheus.CounterValue, float64(k.BytesIn), in)
+		s.send(streamBytes, prometheus.CounterValue, float64(k.BytesOut), out)
+		s.send(streamLost, prometheus.GaugeValue, float64(k.Lost), one)
+		s.send(streamJitter, prometheus.GaugeValue, k.JitterMs/1e3, one)
+		s.send(streamCC, prometheus.CounterValue, float64(k.CCErrors), one)
+		s.send(streamRestarts, prometheus.CounterValue, float64(st.Restarts), one)
 		if st.Role != "" {
-			s.gauge(streamRole, 1, n, st.Role)
+			s.gauge(streamRole, 1, st.Name, st.Role)
 		}
 		if st.State != "" {
-			s.gauge(streamState, 1, n, st.State)
+			s.gauge(streamState, 1, st.Name, st.State)
 		}
 		for i := range st.Outputs {
 			o := &st.Outputs[i]
-			s.counter(outputErrors, float64(o.Errors), n, o.Address)
+			s.counter(outputErrors, float64(o.Errors), st.Name, o.Address)
 		}
 	}
 }

@@ -95,9 +95,9 @@ func scrape(t *testing.T, base string) (map[string]*dto.MetricFamily, []byte) {
 	return parseMetrics(t, body), body
 }
 
-// series finds the one sample of family name whose labels are exactly
+// valueOf finds the one sample of family name whose labels are exactly
 // labels (name=value pairs), failing the test if there is not exactly one.
-func series(t *testing.T, mfs map[string]*dto.MetricFamily, name string, typ dto.MetricType, labels ...string) float64 {
+func valueOf(t *testing.T, mfs map[string]*dto.MetricFamily, name string, typ dto.MetricType, labels ...string) float64 {
 	t.Helper()
 	mf := mfs[name]
 	if mf == nil {
@@ -290,7 +290,7 @@ func TestMetricsFromTheReport(t *testing.T) {
 		{"appliance_pair_witness_lease", gauge, nil, 1},
 		{"appliance_pair_witness_last_answer_age_seconds", gauge, nil, 0.25},
 	} {
-		if got := series(t, mfs, tt.name, tt.typ, tt.labels...); math.Abs(got-tt.want) > 1e-9*max(1, math.Abs(tt.want)) {
+		if got := valueOf(t, mfs, tt.name, tt.typ, tt.labels...); math.Abs(got-tt.want) > 1e-9*max(1, math.Abs(tt.want)) {
 			t.Errorf("%s%v = %v, want %v", tt.name, tt.labels, got, tt.want)
 		}
 	}
@@ -360,7 +360,7 @@ func TestMetricsOfAnEmptyReport(t *testing.T) {
 			t.Errorf("%s with nothing to show", name)
 		}
 	}
-	if got := series(t, mfs, "appliance_health_severity", gauge); got != 0 {
+	if got := valueOf(t, mfs, "appliance_health_severity", gauge); got != 0 {
 		t.Errorf("appliance_health_severity %v with no condition", got)
 	}
 }
@@ -376,19 +376,19 @@ func TestMetricsFollowTheReport(t *testing.T) {
 	base := "http://" + s.Addr().String()
 
 	mfs, _ := scrape(t, base)
-	if got := series(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 7 {
+	if got := valueOf(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 7 {
 		t.Fatalf("lost %v, want 7", got)
 	}
 	src.set(func(r *Report) { r.Streams[0].Lost = 2 })
 	mfs, _ = scrape(t, base)
-	if got := series(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 7 {
+	if got := valueOf(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 7 {
 		t.Errorf("lost %v within reuseFor of the last report, want the shared 7", got)
 	}
 	mu.Lock()
 	now = now.Add(reuseFor)
 	mu.Unlock()
 	mfs, _ = scrape(t, base)
-	if got := series(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 2 {
+	if got := valueOf(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 2 {
 		t.Errorf("lost %v after the report changed, want 2", got)
 	}
 }
@@ -505,7 +505,7 @@ func TestMetricsOddSensorNames(t *testing.T) {
 	}
 	mfs := parseMetrics(t, b.Bytes())
 	for sensor, want := range map[string]float64{"nvme_composite": 40, "nvme_composite#2": 43, "nvme_composite#3": 41, "chip\uFFFD\"x\"\n": 42} {
-		if got := series(t, mfs, "appliance_temperature_celsius", gauge, "sensor", sensor); got != want {
+		if got := valueOf(t, mfs, "appliance_temperature_celsius", gauge, "sensor", sensor); got != want {
 			t.Errorf("sensor %q: %v, want %v", sensor, got, want)
 		}
 	}
@@ -545,10 +545,10 @@ func FuzzMetricsLabelValues(f *testing.F) {
 		if sensor == "other" {
 			want = 51 // the first of two of that name
 		}
-		if got := series(t, mfs, "appliance_temperature_celsius", gauge, "sensor", strings.ToValidUTF8(sensor, "\uFFFD")); got != want {
+		if got := valueOf(t, mfs, "appliance_temperature_celsius", gauge, "sensor", strings.ToValidUTF8(sensor, "\uFFFD")); got != want {
 			t.Errorf("sensor %q: %v, want %v", sensor, got, want)
 		}
-		if got := series(t, mfs, "appliance_power_supply_online", gauge, "supply", strings.ToValidUTF8(supply, "\uFFFD"), "type", strings.ToValidUTF8(sensor, "\uFFFD")); got != 1 {
+		if got := valueOf(t, mfs, "appliance_power_supply_online", gauge, "supply", strings.ToValidUTF8(supply, "\uFFFD"), "type", strings.ToValidUTF8(sensor, "\uFFFD")); got != 1 {
 			t.Errorf("supply %q: %v, want 1", supply, got)
 		}
 	})
