@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"appliance/hw"
 )
 
@@ -40,7 +42,8 @@ func pairedReport(streams, outputs, events int) Report {
 // client polled within reuseFor); "shared" one that finds it built;
 // "gzip" the same, gzipped, as Prometheus asks for it; "collect" the
 // report's collectors and the text encoding alone, without HTTP and the Go
-// runtime's metrics. cpu-ms/op is the process's CPU time per scrape (user
+// runtime's metrics, and "registry" the same gathered by a
+// prometheus.Registry instead of reportGatherer. cpu-ms/op is the process's CPU time per scrape (user
 // and system, every thread: the garbage collector's too), which a busy
 // machine does not inflate as it does the wall time (ns/op).
 func BenchmarkMetrics(b *testing.B) {
@@ -103,6 +106,26 @@ func BenchmarkMetrics(b *testing.B) {
 		for b.Loop() {
 			buf.Reset()
 			mfs, err := reportGatherer(reportCollectors(&rep, time.Time{})).Gather()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := encodeText(&buf, mfs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		reportCPU(b, cpu)
+	})
+	b.Run("registry", func(b *testing.B) {
+		var buf bytes.Buffer
+		b.ReportAllocs()
+		cpu := cpuTime()
+		for b.Loop() {
+			buf.Reset()
+			reg := prometheus.NewRegistry()
+			for _, c := range reportCollectors(&rep, time.Time{}) {
+				reg.MustRegister(c)
+			}
+			mfs, err := reg.Gather()
 			if err != nil {
 				b.Fatal(err)
 			}
