@@ -34,7 +34,7 @@ func reportCollectors(rep *Report, at time.Time) []prometheus.Collector {
 type descs []*prometheus.Desc
 
 // descMeta is what a Desc keeps to itself: the name and help that
-// reportGatherer needs, and the labels the docs test checks.
+// reportGatherer needs, and the label names labelsOf pairs values with.
 var descMeta = map[*prometheus.Desc]metricMeta{}
 
 type metricMeta struct {
