@@ -55,12 +55,12 @@ test-short:
 	$(GO) test -short -count=1 ./...
 
 # Relay throughput against a plain Go relay measured in the same run, and the
-# control plane at 1,000 streams (parent CPU, status document, status page,
+# control plane at 1,000 streams (parent CPU, status document, status page, /metrics,
 # heartbeat delay under API load); see docs/PERFORMANCE.md.
 bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkRelay$$' -benchtime 5x -count 1 ./media/
 	$(GO) test -run '^$$' -bench '^BenchmarkRelayHandle$$' -count 1 ./media/
-	$(GO) test -run '^$$' -bench '^Benchmark(StatusDocument|Page)$$' -count 1 ./status/
+	$(GO) test -run '^$$' -bench '^Benchmark(StatusDocument|Page|Metrics)$$' -count 1 ./status/
 	$(GO) test -run '^$$' -bench '^BenchmarkControlPlane$$' -benchtime 1x -count 1 ./cmd/appliance/
 	$(GO) test -run '^$$' -bench '^BenchmarkPageFresh$$' -benchtime 1x -count 1 ./cmd/appliance/
 	$(GO) test -run '^$$' -bench '^Benchmark(RatioToHMAC|SealPair|OpenPair|HMACBaseline)$$' -count 1 ./pairnet/

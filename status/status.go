@@ -244,6 +244,7 @@ func Listen(addr string, opts Options, src Source, log *slog.Logger) (*Server, e
 	mux.HandleFunc("/api/v1/status", s.status)
 	mux.HandleFunc("/api/v1/events", s.events)
 	s.routes(mux)
+	mux.HandleFunc("/metrics", s.metrics)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path+" (the page is at /, the API at /api/v1/status)")
 	})
