@@ -128,7 +128,14 @@ func pairConfig(t *testing.T, dir, self, peer string, paths [][2]string, ins, ou
 	return b.String()
 }
 
-func startPair(t *testing.T, streamsB []string) *pairRig {
+// pairOption adds to the config of one unit of a pair.
+type pairOption struct{ unit, yaml string }
+
+// withConfig appends yaml, whole top-level sections, to the config of the
+// unit named unit ("unit-a" or "unit-b").
+func withConfig(unit, yaml string) pairOption { return pairOption{unit, yaml} }
+
+func startPair(t *testing.T, streamsB []string, opts ...pairOption) *pairRig {
 	t.Helper()
 	skipShort(t)
 	root := t.TempDir()
@@ -164,6 +171,11 @@ func startPair(t *testing.T, streamsB []string) *pairRig {
 			t.Fatal(err)
 		}
 		cfg := pairConfig(t, dir, name, peer, paths, ins, outs, streams)
+		for _, o := range opts {
+			if o.unit == name {
+				cfg += o.yaml
+			}
+		}
 		return startUnitIn(t, dir, cfg)
 	}
 	// Both at once, as a rack powers up.
