@@ -251,11 +251,26 @@ func (s *Server) handle(ctx context.Context, c *net.UnixConn) {
 	}
 	_ = c.SetReadDeadline(time.Time{})
 	s.log.Info("control request", "op", req.Op, "stream", req.Stream, "role", req.Role, "scenario", req.Scenario, "peer", peer)
-	resp, _ := Do(ctx, s.act, req)
+	resp, _ := Do(WithActor(ctx, "control socket, "+peer), s.act, req)
 	if !resp.OK {
 		s.log.Warn("control request failed", "op", req.Op, "peer", peer, "err", resp.Error)
 	}
 	s.reply(c, resp)
+}
+
+type actorKey struct{}
+
+// WithActor names who asked for an action, for the unit's event log: the
+// control socket names its peer (uid and pid), the API the token's name.
+// The caller says it; a request never does, so it cannot be forged.
+func WithActor(ctx context.Context, who string) context.Context {
+	return context.WithValue(ctx, actorKey{}, who)
+}
+
+// ActorOf is who WithActor named, or "".
+func ActorOf(ctx context.Context) string {
+	who, _ := ctx.Value(actorKey{}).(string)
+	return who
 }
 
 // Do carries out req on act: the one implementation of every action behind

@@ -191,7 +191,7 @@ func (s *Server) perform(w http.ResponseWriter, r *http.Request, op string) {
 	ctx, cancel := context.WithTimeout(s.life, actionTimeout)
 	defer cancel()
 	s.log.Info("api: action", "op", op, "stream", req.Stream, "scenario", req.Scenario, "by", who.name, "via", who.via, "client", client)
-	resp, err := control.Do(ctx, s.actions, req)
+	resp, err := control.Do(control.WithActor(ctx, who.name+" ("+who.via+")"), s.actions, req)
 	code := statusFor(err)
 	if errors.Is(err, context.DeadlineExceeded) {
 		resp.Error = fmt.Sprintf("the %s did not finish within %v; GET /api/v1/status shows where it got to", op, actionTimeout)

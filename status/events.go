@@ -9,13 +9,15 @@ import (
 )
 
 // Event is one entry of the unit's event log: a supervision event (a child
-// started, exited, was restarted; a supervisor gave up) or a health condition
-// raised, changed or cleared. Field names are a contract.
+// started, exited, was restarted; a supervisor gave up), a health condition
+// raised, changed or cleared, or an action an operator asked for (through
+// the control socket or the API). Field names are a contract.
 type Event struct {
 	Time   time.Time `json:"time"`
-	Source string    `json:"source"` // "supervisor" or "health"
+	Source string    `json:"source"` // "supervisor", "health" or "action"
 	// Kind is start, exit, restart, stop, stop_timeout or give_up for the
-	// supervisor; raised, changed or cleared for health.
+	// supervisor; raised, changed or cleared for health; the operation
+	// (reload, role, handover, restart, drill) for an action.
 	Kind       string `json:"kind"`
 	Supervisor string `json:"supervisor,omitempty"` // path, e.g. root/media
 	Child      string `json:"child,omitempty"`
@@ -24,6 +26,11 @@ type Event struct {
 	Condition  string `json:"condition,omitempty"`
 	Severity   string `json:"severity,omitempty"`
 	Message    string `json:"message,omitempty"`
+	// For an action: the stream it was about, who asked, and whether it
+	// failed (Message says what it did, or why not).
+	Stream string `json:"stream,omitempty"`
+	By     string `json:"by,omitempty"`
+	Failed bool   `json:"failed,omitempty"`
 }
 
 // SupervisorEvents converts supervision events.

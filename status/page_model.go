@@ -139,6 +139,14 @@ func eventRows(evs []Event) []eventRow {
 	for i, e := range evs {
 		r := eventRow{Time: when(e.Time), Source: e.Source, Kind: e.Kind, Severity: e.Severity, Detail: e.Message + e.Reason}
 		switch {
+		case e.Source == "action":
+			r.What = e.Stream
+			if e.By != "" {
+				r.Detail += " (by " + e.By + ")"
+			}
+			if e.Failed {
+				r.Severity = "warning"
+			}
 		case e.Condition != "":
 			r.What = e.Condition
 		case e.Child != "":
@@ -535,6 +543,10 @@ func streamEvents(rep *Report, s *media.StreamStatus) []Event {
 			}
 		case "supervisor":
 			if worker != "" && e.Child == worker {
+				out = append(out, e)
+			}
+		case "action":
+			if e.Stream == s.Name {
 				out = append(out, e)
 			}
 		}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"appliance/config"
 	"appliance/control"
+	"appliance/internal/clock"
 	"appliance/media"
 	"appliance/status"
 )
@@ -51,7 +54,11 @@ func (a unitActions) Reload(ctx context.Context) (control.ReloadResult, error) {
 		return control.ReloadResult{}, err
 	}
 	r, err := a.u.Reload(ctx)
-	return r, kindOf(err)
+	err = kindOf(err)
+	a.u.acts.record(ctx, a.u.clk, control.OpReload, "", err, func() string {
+		return fmt.Sprintf("%d added, %d removed, %d changed", len(r.Added), len(r.Removed), len(r.Changed))
+	})
+	return r, err
 }
 
 func (a unitActions) SetRole(ctx context.Context, stream, role string, from *uint16) (control.RoleResult, error) {
@@ -59,7 +66,9 @@ func (a unitActions) SetRole(ctx context.Context, stream, role string, from *uin
 		return control.RoleResult{}, err
 	}
 	r, err := a.u.SetRole(ctx, stream, role, from)
-	return r, kindOf(err)
+	err = kindOf(err)
+	a.u.acts.record(ctx, a.u.clk, control.OpRole, stream, err, func() string { return "now " + role })
+	return r, err
 }
 
 func (a unitActions) Handover(ctx context.Context, stream string) (control.HandoverResult, error) {
@@ -67,7 +76,11 @@ func (a unitActions) Handover(ctx context.Context, stream string) (control.Hando
 		return control.HandoverResult{}, err
 	}
 	r, err := a.u.Handover(ctx, stream)
-	return r, kindOf(err)
+	err = kindOf(err)
+	a.u.acts.record(ctx, a.u.clk, control.OpHandover, stream, err, func() string {
+		return fmt.Sprintf("handed over to %s (epoch %d)", r.To, r.Epoch)
+	})
+	return r, err
 }
 
 func (a unitActions) Drill(ctx context.Context, scenario, stream string) (control.DrillResult, error) {
@@ -75,7 +88,11 @@ func (a unitActions) Drill(ctx context.Context, scenario, stream string) (contro
 		return control.DrillResult{}, err
 	}
 	r, err := a.u.Drill(ctx, scenario, stream)
-	return r, kindOf(err)
+	err = kindOf(err)
+	a.u.acts.record(ctx, a.u.clk, control.OpDrill, stream, err, func() string {
+		return fmt.Sprintf("%s drill: %s, %d streams moved, gap %.1f ms, %d lost, %d duplicates", scenario, r.Result, r.Streams, r.GapMs, r.Lost, r.Duplicates)
+	})
+	return r, err
 }
 
 func (a unitActions) Restart(ctx context.Context, stream string) (control.RestartResult, error) {
@@ -83,7 +100,43 @@ func (a unitActions) Restart(ctx context.Context, stream string) (control.Restar
 		return control.RestartResult{}, err
 	}
 	r, err := a.u.Restart(ctx, stream)
-	return r, kindOf(err)
+	err = kindOf(err)
+	a.u.acts.record(ctx, a.u.clk, control.OpRestart, stream, err, func() string {
+		return fmt.Sprintf("restarted on worker-%d", r.Worker)
+	})
+	return r, err
+}
+
+// actionLog keeps the last actions asked of the unit, for its event log:
+// what, on which stream, by whom, and how it went.
+type actionLog struct {
+	mu  sync.Mutex
+	evs []status.Event // oldest first
+}
+
+// maxActions is how many actions the log keeps.
+const maxActions = 100
+
+// record adds one action; done describes a success.
+func (l *actionLog) record(ctx context.Context, clk clock.Clock, op, stream string, err error, done func() string) {
+	e := status.Event{Time: clk.Now(), Source: "action", Kind: op, Stream: stream, By: control.ActorOf(ctx)}
+	if err != nil {
+		e.Failed, e.Message = true, err.Error()
+	} else {
+		e.Message = done()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.evs) == maxActions {
+		l.evs = append(l.evs[:0], l.evs[1:]...)
+	}
+	l.evs = append(l.evs, e)
+}
+
+func (l *actionLog) recent() []status.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.evs)
 }
 
 // apiOptions are the status server's settings from the config, with the

@@ -199,16 +199,8 @@ func TestBrowserPage(t *testing.T) {
 }
 
 // refused reports whether an action's answer is a refusal for want of a
-// login. Until the API's actions land (status/session_stub.go stands in
-// for its login), the action endpoints do not exist and answer 404.
+// login.
 func refused(t *testing.T, code int) bool {
 	t.Helper()
-	if code == http.StatusUnauthorized || code == http.StatusForbidden {
-		return true
-	}
-	if _, err := os.Stat("../../status/session_stub.go"); err == nil && code == http.StatusNotFound {
-		t.Logf("hand-over answered 404: the API's actions have not landed (status/session_stub.go is there)")
-		return true
-	}
-	return false
+	return code == http.StatusUnauthorized || code == http.StatusForbidden
 }

@@ -169,4 +169,26 @@ func TestAPIActionsOnAUnit(t *testing.T) {
 	if logs := u.logs.String(); strings.Contains(logs, token) || !strings.Contains(logs, "by=noc") {
 		t.Errorf("the log holds the token, or does not name who acted:\n%s", logs)
 	}
+
+	// The unit's events name each action, who asked for it and how it went.
+	var byAPI, bySocket, failed bool
+	for _, e := range u.mustReport().Events {
+		if e.Source != "action" {
+			continue
+		}
+		switch {
+		case e.Kind == "restart" && e.Stream == "s0" && !e.Failed && strings.HasPrefix(e.By, "noc ("):
+			byAPI = true
+		case e.Kind == "restart" && e.Stream == "s0" && !e.Failed && strings.HasPrefix(e.By, "control socket, uid "):
+			bySocket = true
+		case e.Kind == "restart" && e.Stream == "nope" && e.Failed && strings.Contains(e.Message, "no such stream"):
+			failed = true
+		}
+		if strings.Contains(e.By+e.Message, token) {
+			t.Errorf("an event holds the token: %+v", e)
+		}
+	}
+	if !byAPI || !bySocket || !failed {
+		t.Errorf("action events: by the API %v, by the socket %v, the failed one %v; events: %+v", byAPI, bySocket, failed, u.mustReport().Events)
+	}
 }

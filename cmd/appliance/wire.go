@@ -47,6 +47,7 @@ type unit struct {
 	clk     clock.Clock
 	started time.Time
 	events  *supervisor.EventLog
+	acts    actionLog // what operators asked of the unit
 	health  *health.Tracker
 	media   *media.Manager
 	hw      *hw.Monitor
@@ -480,7 +481,7 @@ func (u *unit) Report() status.Report {
 		Watchdog:   u.keeper.Snapshot(),
 		Workers:    u.media.Workers(),
 		Events: status.MergeEvents(status.MaxEvents,
-			status.SupervisorEvents(u.events.Recent(status.MaxEvents)), status.HealthEvents(u.health.Events(status.MaxEvents))),
+			status.SupervisorEvents(u.events.Recent(status.MaxEvents)), status.HealthEvents(u.health.Events(status.MaxEvents)), u.acts.recent()),
 	}
 	// The API speaks of the pair's roles: a stream is active where it is
 	// forwarded, standby where it is held.
