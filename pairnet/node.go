@@ -113,6 +113,12 @@ type PathStats struct {
 	Heard         bool          // a live message has arrived on this path
 	LastHeard     time.Duration // since the newest live message, when Heard
 	RTT           time.Duration // the newest round trip measured; 0: none yet
+	// Missed counts the peer's heartbeats that did not arrive on this
+	// path: after a live message (or the start of Run), the n-th heartbeat
+	// is due n intervals later and missed once half an interval more has
+	// passed without a live message. Counted at each beat and at each
+	// message, so a silence in progress counts too.
+	Missed uint64
 	Counters
 }
 
@@ -153,6 +159,17 @@ func (c *counters) refused(err error) {
 	default:
 		c.garbage.Add(1)
 	}
+}
+
+// missedIn is how many of the peer's heartbeats, sent every hb, a silence
+// of quiet after a live message holds: the n-th is due n*hb after it and
+// missed from (n+1/2)*hb. The half interval takes in the jitter of both
+// loops and of the path, so a heartbeat that is merely late is not counted.
+func missedIn(quiet, hb time.Duration) uint64 {
+	if quiet < hb+hb/2 {
+		return 0
+	}
+	return uint64((quiet - hb/2) / hb)
 }
 
 // heard returns whether a live message was seen and its age at now.

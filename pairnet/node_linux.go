@@ -67,11 +67,34 @@ type sock struct {
 
 type pathState struct {
 	sock
-	c counters
+	c      counters
+	missed atomic.Uint64 // PathStats.Missed
 	// The newest live message on this path, for the echo and held fields
 	// of the next one sent: the peer's send time, and when it arrived.
 	peerSent   uint64
 	peerSentAt time.Duration
+	// The path's silence, for missed: since when (the newest live message,
+	// or the start of Run) and how many heartbeats it has counted. Loop only.
+	quietSince  time.Duration
+	quietMissed uint64
+}
+
+// countMissed counts the heartbeats the path's silence has missed by now
+// that it has not counted yet.
+func (p *pathState) countMissed(now, hb time.Duration) {
+	if k := missedIn(now-p.quietSince, hb); k > p.quietMissed {
+		p.missed.Add(k - p.quietMissed)
+		p.quietMissed = k
+	}
+}
+
+// countMissed brings every path's missed count up to now, at each beat: a
+// path that stays silent counts its misses as they fall due, not only when
+// a message ends the silence.
+func (n *Node) countMissed(now time.Duration) {
+	for _, p := range n.paths {
+		p.countMissed(now, n.o.Heartbeat)
+	}
 }
 
 // Open binds every path's local address, and an ephemeral port for the
@@ -111,7 +134,7 @@ func Open(o Options) (*Node, error) {
 		if err != nil {
 			return fail(fmt.Errorf("pairnet: heartbeat path %d: %w", i, err))
 		}
-		n.paths = append(n.paths, &pathState{sock: s})
+		n.paths = append(n.paths, &pathState{sock: s, quietSince: o.Clock.Mono()})
 	}
 	if o.Witness.IsValid() {
 		var any netip.Addr
@@ -281,6 +304,9 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 
 	dl, _ := h.(Deadliner)
 	next := n.clk.Mono()
+	for _, p := range n.paths {
+		p.quietSince = next // the peer is expected from when the loop listens
+	}
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -301,6 +327,7 @@ func (n *Node) Run(ctx context.Context, h Handler) error {
 			if b := n.beaconOf(); b != nil {
 				b.publish(n, now)
 			}
+			n.countMissed(now)
 			if late := now - next; late > n.o.Heartbeat {
 				n.late.Add(1)
 				if int64(late) > n.maxLate.Load() {
@@ -425,6 +452,8 @@ func (n *Node) drainPath(i int, p *pathState, h Handler) {
 		}
 		p.c.received.Add(1)
 		p.c.lastHeard.Store(int64(now))
+		p.countMissed(now, n.o.Heartbeat)
+		p.quietSince, p.quietMissed = now, 0
 		h.Receive(now, i, n.msg)
 		if e := time.Duration(n.tim.echo); e > 0 && e <= now {
 			h.PeerHeard(now, e)
@@ -610,7 +639,7 @@ func (n *Node) Stats() Stats {
 		Paths: make([]PathStats, len(n.paths)), Beacon: n.beaconOf().stats()}
 	for i, p := range n.paths {
 		ps := PathStats{Local: p.local, Remote: p.remote, Counters: p.c.snapshot(),
-			RTT: time.Duration(p.c.rtt.Load())}
+			RTT: time.Duration(p.c.rtt.Load()), Missed: p.missed.Load()}
 		ps.Heard, ps.LastHeard = p.c.heard(now)
 		s.Paths[i] = ps
 	}

@@ -236,6 +236,10 @@ func TestTwoNodes(t *testing.T) {
 	if s := na.Stats().Paths[1]; s.LastHeard < 20*beat {
 		t.Fatalf("path 1 last heard %v ago, though cut for 20 heartbeats", s.LastHeard)
 	}
+	// The loop counts the cut path's misses while it stays silent.
+	testutil.Eventually(t, 5*time.Second, "path 1's heartbeats counted missed", func() bool {
+		return na.Stats().Paths[1].Missed >= 15
+	})
 }
 
 // peerSim is a hand-driven peer on a raw socket: it seals whatever the
@@ -542,5 +546,89 @@ func TestDeadlineBeats(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("no beat at the deadline: the loop waited for the next heartbeat (5 s)")
+	}
+}
+
+// TestMissedHeartbeats drives one path's silence on a fake clock, beat by
+// beat and message by message: a heartbeat counts as missed half an
+// interval after it was due, once, whether a beat or the next message
+// finds it.
+func TestMissedHeartbeats(t *testing.T) {
+	ad := freeAddrs(t, 2)
+	clk := clock.NewFake(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	oa, ob := options([]Path{{ad[0], ad[1]}}), options([]Path{{ad[1], ad[0]}})
+	oa.Clock, ob.Clock = clk, clk
+	na, err := Open(oa)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer na.Close()
+	nb, err := Open(ob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nb.Close()
+	var h nopHandler
+	m := fullMessage()
+	// One round trip, so that na's messages echo nb's incarnation and are
+	// live at nb.
+	na.Send(0, m)
+	waitReadable(t, nb.paths[0].fd)
+	nb.drainPath(0, nb.paths[0], &h)
+	nb.Send(0, m)
+	waitReadable(t, na.paths[0].fd)
+	na.drainPath(0, na.paths[0], &h)
+
+	start := clk.Mono()
+	for _, step := range []struct {
+		at     time.Duration // since start, in heartbeats of 10 ms
+		what   string        // "message" from the peer, or this unit's "beat"
+		missed uint64
+	}{
+		{0, "message", 0},
+		{12 * beat / 10, "beat", 0},
+		{14 * beat / 10, "message", 0}, // late by 0.4 of an interval: not missed
+		{24 * beat / 10, "beat", 0},
+		{29 * beat / 10, "beat", 1},    // 1.5 intervals of silence: one missed
+		{38 * beat / 10, "beat", 1},    // counted once
+		{39 * beat / 10, "message", 2}, // 2.5 intervals: the second counted by the message
+		{70 * beat / 10, "beat", 4},    // 3.1 intervals
+		{100 * beat / 10, "beat", 7},   // 6.1
+		{100 * beat / 10, "message", 7},
+		{105 * beat / 10, "beat", 7},
+		{114 * beat / 10, "beat", 7}, // the silence counts from the newest message
+		{115 * beat / 10, "beat", 8},
+	} {
+		clk.Advance(start + step.at - clk.Mono())
+		switch step.what {
+		case "message":
+			before := nb.Stats().Paths[0].Received
+			na.Send(0, m)
+			waitReadable(t, nb.paths[0].fd)
+			nb.drainPath(0, nb.paths[0], &h)
+			if got := nb.Stats().Paths[0].Received; got != before+1 {
+				t.Fatalf("at %v: the message was not live (received %d, then %d)", step.at, before, got)
+			}
+		case "beat":
+			nb.countMissed(clk.Mono())
+		}
+		if got := nb.Stats().Paths[0].Missed; got != step.missed {
+			t.Errorf("after the %s at %v: %d missed, want %d", step.what, step.at, got, step.missed)
+		}
+	}
+}
+
+func TestMissedIn(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		quiet time.Duration
+		want  uint64
+	}{
+		{0, 0}, {beat, 0}, {3*beat/2 - 1, 0}, {3 * beat / 2, 1}, {2 * beat, 1},
+		{5*beat/2 - 1, 1}, {5 * beat / 2, 2}, {100 * beat, 99}, {-beat, 0},
+	} {
+		if got := missedIn(tt.quiet, beat); got != tt.want {
+			t.Errorf("missedIn(%v, %v) = %d, want %d", tt.quiet, beat, got, tt.want)
+		}
 	}
 }

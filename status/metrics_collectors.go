@@ -78,6 +78,7 @@ var (
 	wdTimeoutDesc     = unitDescs.add("appliance_watchdog_timeout_seconds", "The hardware watchdog's timeout; absent without one.")
 	wdLastFeedDesc    = unitDescs.add("appliance_watchdog_last_feed_age_seconds", "Time since the hardware watchdog was last fed; absent before the first feed.")
 	wdSystemdDesc     = unitDescs.add("appliance_watchdog_systemd", "1 when systemd's watchdog is fed too.")
+	wdFeedsDesc       = unitDescs.add("appliance_watchdog_feeds_total", "Feeds the watchdog took: target hardware (a keepalive of the device) or systemd (a WATCHDOG=1); each is absent when not in use.", "target")
 	bootsDesc         = unitDescs.add("appliance_boots_total", "Boots counted in the unit's boot record.")
 	lastResetDesc     = unitDescs.add("appliance_last_reset_info", "1, with why the previous boot ended as a label: watchdog, clean, unknown or first boot.", "reason")
 	workerStreamsDesc = unitDescs.add("appliance_worker_streams", "Streams placed on the media worker.", "worker")
@@ -120,6 +121,12 @@ func (c unitMetrics) Collect(ch chan<- prometheus.Metric) {
 		s.gauge(wdLastFeedDesc, max(c.at.Sub(*wd.LastFeed), 0).Seconds())
 	}
 	s.gauge(wdSystemdDesc, b2f(wd.Systemd))
+	if wd.TimeoutS > 0 {
+		s.counter(wdFeedsDesc, float64(wd.DeviceFeeds), "hardware")
+	}
+	if wd.Systemd {
+		s.counter(wdFeedsDesc, float64(wd.SystemdFeeds), "systemd")
+	}
 	s.counter(bootsDesc, float64(wd.BootCount))
 	if wd.LastResetReason != "" {
 		s.gauge(lastResetDesc, 1, wd.LastResetReason)
@@ -197,6 +204,7 @@ var (
 	childRestarts   = supervisorDescs.add("appliance_supervisor_restarts_total", "Times the supervision tree restarted the child (named by its path, e.g. root/media/worker-0).", "child")
 	childState      = supervisorDescs.add("appliance_supervisor_child_state", "1 for the child's state: running, restarting, stopped or failed.", "child", "state")
 	gaveUp          = supervisorDescs.add("appliance_supervisor_gave_up", "1 while the supervisor has given up (too many restarts too fast) and has not been restarted.", "child")
+	giveUps         = supervisorDescs.add("appliance_supervisor_give_ups_total", "Times the supervisor gave up (too many restarts too fast), whether or not it was restarted since.", "child")
 )
 
 type supervisorMetrics struct{ rep *Report }
@@ -221,6 +229,7 @@ func collectNode(s sink, n *supervisor.Node, parent string) {
 	}
 	if n.Kind == "supervisor" {
 		s.gauge(gaveUp, b2f(n.State == "failed"), path)
+		s.counter(giveUps, float64(n.GiveUps), path)
 	}
 	for i := range n.Children {
 		collectNode(s, &n.Children[i], path)
@@ -313,6 +322,7 @@ var (
 	pathHeardDesc    = pairDescs.add("appliance_pair_path_last_heartbeat_age_seconds", "Time since the peer was last heard on the path; absent if never.", "path")
 	pathSentDesc     = pairDescs.add("appliance_pair_path_heartbeats_sent_total", "Messages sent to the peer on the path.", "path")
 	pathReceivedDesc = pairDescs.add("appliance_pair_path_heartbeats_received_total", "Messages from the peer accepted on the path.", "path")
+	pathMissedDesc   = pairDescs.add("appliance_pair_path_heartbeats_missed_total", "Heartbeats from the peer that did not arrive on the path, each counted half a heartbeat interval after it was due.", "path")
 	pathRefusedDesc  = pairDescs.add("appliance_pair_path_refused_total", "Messages refused on the path, by reason: garbage (not the pair's), forged (wrong key), replayed, version (a protocol this unit does not speak).", "path", "reason")
 	witnessLeaseDesc = pairDescs.add("appliance_pair_witness_lease", "1 while the witness lets this unit forward without hearing its peer.")
 	witnessRTTDesc   = pairDescs.add("appliance_pair_witness_rtt_seconds", "Round-trip time to the witness; absent until measured.")
@@ -350,6 +360,7 @@ func (c pairMetrics) Collect(ch chan<- prometheus.Metric) {
 		}
 		s.counter(pathSentDesc, float64(pp.Sent), path)
 		s.counter(pathReceivedDesc, float64(pp.Received), path)
+		s.counter(pathMissedDesc, float64(pp.Missed), path)
 		s.counter(pathRefusedDesc, float64(pp.Garbage), path, "garbage")
 		s.counter(pathRefusedDesc, float64(pp.Forged), path, "forged")
 		s.counter(pathRefusedDesc, float64(pp.Replayed), path, "replayed")

@@ -167,7 +167,7 @@ func unitReport() Report {
 		Workers: []media.WorkerStatus{{Name: "worker-0", PID: 41, Streams: 2, LastReportMs: 50, MaxReportGapMs: 180}},
 		Supervisor: supervisor.Node{Name: "root", Kind: "supervisor", State: "running", Children: []supervisor.Node{
 			{Name: "hw", Kind: "service", State: "running"},
-			{Name: "media", Kind: "supervisor", State: "failed", Restarts: 1, Children: []supervisor.Node{
+			{Name: "media", Kind: "supervisor", State: "failed", Restarts: 1, GiveUps: 3, Children: []supervisor.Node{
 				{Name: "worker-0", Kind: "process", State: "stopped", Restarts: 4},
 			}},
 		}},
@@ -184,13 +184,13 @@ func unitReport() Report {
 			{Name: "temp:coretemp_package_id_0", Severity: health.Warning, Message: "84.5 °C"},
 		},
 		Watchdog: watchdog.Status{Device: "/dev/watchdog0", Armed: true, TimeoutS: 30, LastFeed: &fed, Feeding: true,
-			LastResetReason: "watchdog", BootCount: 17, Systemd: true},
+			LastResetReason: "watchdog", BootCount: 17, Systemd: true, DeviceFeeds: 2400, SystemdFeeds: 2399},
 		Pair: &Pair{Peer: "unit-b", PeerState: "silent", Agreement: true, State: "up", Realtime: true, DetectMs: 300,
 			LateBeats: 6, MaxLateMs: 45, Beacon: true, CoveredBeats: 2,
 			Paths: []PairPath{
 				{Local: "10.1.0.1:7400", Remote: "10.1.0.2:7400", Up: true, LastHeardMs: &heard, RTTMs: &rtt, Sent: 500, Received: 480,
-					Garbage: 1, Forged: 2, Replayed: 3, Version: 4},
-				{Local: "10.2.0.1:7400", Remote: "10.2.0.2:7400", Sent: 500},
+					Missed: 12, Garbage: 1, Forged: 2, Replayed: 3, Version: 4},
+				{Local: "10.2.0.1:7400", Remote: "10.2.0.2:7400", Sent: 500, Missed: 400},
 			},
 			Witness: &Witness{Address: "10.9.0.1:7400", Lease: true, LastAnswerMs: &answer}},
 	}
@@ -245,6 +245,8 @@ func TestMetricsFromTheReport(t *testing.T) {
 		{"appliance_watchdog_timeout_seconds", gauge, nil, 30},
 		{"appliance_watchdog_last_feed_age_seconds", gauge, nil, 1.5},
 		{"appliance_watchdog_systemd", gauge, nil, 1},
+		{"appliance_watchdog_feeds_total", counter, []string{"target", "hardware"}, 2400},
+		{"appliance_watchdog_feeds_total", counter, []string{"target", "systemd"}, 2399},
 		{"appliance_boots_total", counter, nil, 17},
 		{"appliance_last_reset_info", gauge, []string{"reason", "watchdog"}, 1},
 
@@ -253,6 +255,8 @@ func TestMetricsFromTheReport(t *testing.T) {
 		{"appliance_supervisor_child_state", gauge, []string{"child", "root/media/worker-0", "state", "stopped"}, 1},
 		{"appliance_supervisor_gave_up", gauge, []string{"child", "root/media"}, 1},
 		{"appliance_supervisor_gave_up", gauge, []string{"child", "root"}, 0},
+		{"appliance_supervisor_give_ups_total", counter, []string{"child", "root/media"}, 3},
+		{"appliance_supervisor_give_ups_total", counter, []string{"child", "root"}, 0},
 
 		{"appliance_temperature_celsius", gauge, []string{"sensor", "coretemp_package_id_0"}, 84.5},
 		{"appliance_temperature_warn_celsius", gauge, []string{"sensor", "coretemp_package_id_0"}, 80},
@@ -283,6 +287,8 @@ func TestMetricsFromTheReport(t *testing.T) {
 		{"appliance_pair_path_last_heartbeat_age_seconds", gauge, []string{"path", "0"}, 0.02},
 		{"appliance_pair_path_heartbeats_sent_total", counter, []string{"path", "1"}, 500},
 		{"appliance_pair_path_heartbeats_received_total", counter, []string{"path", "0"}, 480},
+		{"appliance_pair_path_heartbeats_missed_total", counter, []string{"path", "0"}, 12},
+		{"appliance_pair_path_heartbeats_missed_total", counter, []string{"path", "1"}, 400},
 		{"appliance_pair_path_refused_total", counter, []string{"path", "0", "reason", "garbage"}, 1},
 		{"appliance_pair_path_refused_total", counter, []string{"path", "0", "reason", "forged"}, 2},
 		{"appliance_pair_path_refused_total", counter, []string{"path", "0", "reason", "replayed"}, 3},
@@ -295,6 +301,10 @@ func TestMetricsFromTheReport(t *testing.T) {
 		}
 	}
 
+	// Give-ups are the supervisors', not their other children's.
+	if n := len(mfs["appliance_supervisor_give_ups_total"].GetMetric()); n != 2 {
+		t.Errorf("appliance_supervisor_give_ups_total: %d series for 2 supervisors", n)
+	}
 	// Only the current role and state are shown, so a stream has one of each.
 	for _, name := range []string{"appliance_stream_role", "appliance_stream_state"} {
 		if n := len(mfs[name].GetMetric()); n != 2 {
@@ -356,7 +366,7 @@ func TestMetricsOfAnEmptyReport(t *testing.T) {
 	for name := range mfs {
 		if strings.HasPrefix(name, "appliance_pair_") || strings.HasPrefix(name, "appliance_supervisor_") ||
 			strings.HasPrefix(name, "appliance_stream_") || strings.HasPrefix(name, "appliance_watchdog_last_feed") ||
-			name == "appliance_watchdog_timeout_seconds" {
+			name == "appliance_watchdog_timeout_seconds" || name == "appliance_watchdog_feeds_total" {
 			t.Errorf("%s with nothing to show", name)
 		}
 	}

@@ -77,6 +77,11 @@ type PairPath struct {
 	RTTMs       *float64 `json:"rtt_ms,omitempty"`
 	Sent        uint64   `json:"sent"`
 	Received    uint64   `json:"received"`
+	// Missed counts the peer's heartbeats that did not arrive on this
+	// path, each counted half a heartbeat interval after it was due (in a
+	// silence since the path's last message, or since the unit started
+	// listening).
+	Missed uint64 `json:"missed"`
 	// Refused messages, by why: not ours at all, a wrong key, seen before,
 	// or a protocol version this unit does not speak.
 	Garbage  uint64 `json:"garbage"`

@@ -123,10 +123,11 @@ type Supervisor struct {
 	started     chan struct{}
 	startedOnce sync.Once
 
-	mu    sync.Mutex // guards what Snapshot and event hooks read
-	path  string
-	state string
-	since time.Time
+	mu      sync.Mutex // guards what Snapshot and event hooks read
+	path    string
+	state   string
+	since   time.Time
+	giveUps int // across Serves
 }
 
 type child struct {
@@ -293,6 +294,9 @@ func (s *Supervisor) exited(ctx context.Context, inst *instance) error {
 	if s.tooMany(now) {
 		why := fmt.Sprintf("more than %d restarts within %v; last: %s: %s", s.spec.Intensity, s.spec.Period, c.Name, reason)
 		s.stopAll("give up")
+		s.mu.Lock()
+		s.giveUps++
+		s.mu.Unlock()
 		s.emit(Event{Kind: EventGiveUp, Child: c.Name, Reason: why}, true)
 		return fmt.Errorf("supervisor %s: %w: %s", s.spec.Name, ErrGaveUp, why)
 	}
@@ -597,6 +601,10 @@ type Node struct {
 	LastExit string    `json:"last_exit,omitempty"`
 	Since    time.Time `json:"since"`
 	Children []Node    `json:"children,omitempty"`
+	// GiveUps counts the times a supervisor gave up (more than its
+	// intensity of restarts within its period), over all its runs;
+	// absent for none and for other kinds.
+	GiveUps int `json:"give_ups,omitempty"`
 }
 
 // describer lets a child add to its own node: a supervisor its subtree, a
@@ -606,7 +614,7 @@ type describer interface{ describe(n *Node) }
 // Snapshot returns the tree under this supervisor.
 func (s *Supervisor) Snapshot() Node {
 	s.mu.Lock()
-	n := Node{Name: s.spec.Name, Kind: "supervisor", Strategy: s.spec.Strategy.String(), State: s.state, Since: s.since}
+	n := Node{Name: s.spec.Name, Kind: "supervisor", Strategy: s.spec.Strategy.String(), State: s.state, Since: s.since, GiveUps: s.giveUps}
 	for _, c := range s.children {
 		n.Children = append(n.Children, Node{
 			Name: c.Name, Kind: "service", State: c.state, PID: c.pid,
@@ -624,5 +632,5 @@ func (s *Supervisor) Snapshot() Node {
 
 func (s *Supervisor) describe(n *Node) {
 	inner := s.Snapshot()
-	n.Kind, n.Strategy, n.Children = inner.Kind, inner.Strategy, inner.Children
+	n.Kind, n.Strategy, n.Children, n.GiveUps = inner.Kind, inner.Strategy, inner.Children, inner.GiveUps
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -383,6 +384,56 @@ func TestEscalation(t *testing.T) {
 	n := root.Snapshot()
 	if m := n.Children[0]; m.Kind != "supervisor" || m.Restarts != 1 || m.State != "running" || len(m.Children) != 1 {
 		t.Errorf("media node %+v", m)
+	}
+}
+
+// Each supervisor counts its own give-ups, across the restarts its parent
+// makes; the count is in its node by the time the give_up event is out.
+func TestGiveUpsCounted(t *testing.T) {
+	w := newScript()
+	clk := clock.NewFake(epoch)
+	events := make(chan Event, 100)
+	spec := func(name string) Spec {
+		return Spec{Name: name, Intensity: 1, Period: time.Minute, Clock: clk, Logger: quiet(),
+			Events: func(e Event) { events <- e }}
+	}
+	media := New(spec("media"), Child{Name: "w", Service: w})
+	root := New(spec("root"), Child{Name: "media", Service: media, Shutdown: time.Second})
+	r := &rig{t: t, clk: clk, sup: root, events: events, done: make(chan error, 1)}
+	giveUps := func(wantRoot, wantMedia int) {
+		t.Helper()
+		n := root.Snapshot()
+		if n.GiveUps != wantRoot || n.Children[0].GiveUps != wantMedia {
+			t.Errorf("give-ups: root %d, media %d; want %d and %d", n.GiveUps, n.Children[0].GiveUps, wantRoot, wantMedia)
+		}
+	}
+	r.serve()
+	r.expect("start media", "start w")
+	giveUps(0, 0)
+	w.next(t).exit <- errCrash
+	r.expect("exit w", "restart w", "start w")
+	w.next(t).exit <- errCrash
+	r.expect("exit w", "give_up w")
+	giveUps(0, 1)
+	r.expect("exit media", "restart media", "start media", "start w")
+	giveUps(0, 1) // media runs again; its give-up stays counted
+
+	w.next(t).exit <- errCrash
+	r.expect("exit w", "restart w", "start w")
+	w.next(t).exit <- errCrash
+	// media gives up again, and root, allowed one restart a minute, too.
+	r.expect("exit w", "give_up w", "exit media", "give_up media")
+	if err := r.wait(); !errors.Is(err, ErrGaveUp) {
+		t.Fatalf("root's Serve returned %v, want ErrGaveUp", err)
+	}
+	giveUps(1, 2)
+
+	b, err := json.Marshal(root.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(string(b), `"give_ups":`); got != 2 {
+		t.Errorf("give_ups %d times in %s, want once for each supervisor", got, b)
 	}
 }
 

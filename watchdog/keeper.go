@@ -52,6 +52,10 @@ type Status struct {
 	BootCount        int        `json:"boot_count"`
 	Systemd          bool       `json:"systemd"` // systemd's watchdog is fed too
 	SystemdIntervalS float64    `json:"systemd_interval_s,omitempty"`
+	// DeviceFeeds and SystemdFeeds count the feeds each watchdog took
+	// (a keepalive, a WATCHDOG=1) since the keeper started.
+	DeviceFeeds  uint64 `json:"device_feeds"`
+	SystemdFeeds uint64 `json:"systemd_feeds"`
 }
 
 // gate is the verdict of one step.
@@ -113,10 +117,12 @@ type Keeper struct {
 	statusSent string
 	feedErr    string
 
-	mu       sync.Mutex // guards the fields Snapshot reads
-	lastFeed time.Time
-	feeding  bool
-	reason   string
+	mu           sync.Mutex // guards the fields Snapshot reads
+	lastFeed     time.Time
+	feeding      bool
+	reason       string
+	deviceFeeds  uint64
+	systemdFeeds uint64
 }
 
 // New sets the hardware timeout and returns a keeper ready to Serve. The
@@ -227,9 +233,9 @@ func (k *Keeper) step(now time.Time) {
 	}
 	g, reason := k.judge(k.clk.Mono())
 	ok := g == gateOK
-	fed := false
+	var devFed, sdFed bool
 	if ok {
-		fed = k.feed()
+		devFed, sdFed = k.feed()
 		if !k.readySent && k.o.Notifier != nil {
 			if err := k.o.Notifier.Notify("READY=1"); err != nil {
 				k.log.Error("telling systemd the unit is ready", "err", err)
@@ -257,7 +263,13 @@ func (k *Keeper) step(now time.Time) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	k.feeding, k.reason = ok, reason
-	if fed {
+	if devFed {
+		k.deviceFeeds++
+	}
+	if sdFed {
+		k.systemdFeeds++
+	}
+	if devFed || sdFed {
 		k.lastFeed = now
 	}
 }
@@ -281,16 +293,15 @@ func (k *Keeper) judge(now time.Duration) (gate, string) {
 	return gateOK, ""
 }
 
-// feed keeps both watchdogs quiet and reports whether any was fed.
-func (k *Keeper) feed() bool {
+// feed keeps both watchdogs quiet and reports which were fed.
+func (k *Keeper) feed() (device, systemd bool) {
 	var errs []error
-	fed := false
 	k.devMu.Lock()
 	if k.devState == devOpen {
 		if err := k.o.Device.Keepalive(); err != nil {
 			errs = append(errs, err)
 		} else {
-			fed = true
+			device = true
 		}
 	}
 	k.devMu.Unlock()
@@ -298,7 +309,7 @@ func (k *Keeper) feed() bool {
 		if err := k.o.Notifier.Notify("WATCHDOG=1"); err != nil {
 			errs = append(errs, fmt.Errorf("pinging systemd: %w", err))
 		} else {
-			fed = true
+			systemd = true
 		}
 	}
 	// Log a failure when it starts or changes, not at every step.
@@ -315,7 +326,7 @@ func (k *Keeper) feed() bool {
 		}
 		k.feedErr = msg
 	}
-	return fed
+	return device, systemd
 }
 
 // sendStatus sends STATUS= when the line changed.
@@ -451,6 +462,8 @@ func (k *Keeper) Snapshot() Status {
 		LastResetReason: k.o.Boot.LastResetReason,
 		BootCount:       k.o.Boot.BootCount,
 		Systemd:         k.sdDog,
+		DeviceFeeds:     k.deviceFeeds,
+		SystemdFeeds:    k.systemdFeeds,
 	}
 	if !k.feeding {
 		s.Reason = k.reason

@@ -41,6 +41,45 @@ func TestFeedsWhileProgressIsFresh(t *testing.T) {
 	}
 }
 
+// Each watchdog's feeds are counted apart: a keepalive the device refused
+// is not one, and a root that is not healthy gets neither counted.
+func TestFeedsCounted(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, nil)
+	feeds := func(device, systemd uint64) {
+		t.Helper()
+		if s := r.k.Snapshot(); s.DeviceFeeds != device || s.SystemdFeeds != systemd {
+			t.Errorf("%d device and %d systemd feeds, want %d and %d", s.DeviceFeeds, s.SystemdFeeds, device, systemd)
+		}
+	}
+	r.root.beat()
+	r.start()
+	feeds(1, 1)
+	r.root.beat()
+	r.step()
+	feeds(2, 2)
+	r.dev.mu.Lock()
+	r.dev.keepaliveErr = errInjected
+	r.dev.mu.Unlock()
+	r.root.beat()
+	r.step()
+	feeds(2, 3)
+	r.dev.mu.Lock()
+	r.dev.keepaliveErr = nil
+	r.dev.mu.Unlock()
+	r.root.beat()
+	r.step()
+	feeds(3, 4)
+	r.step() // progress 5 s old: stuck, nothing fed
+	feeds(3, 4)
+	if got := r.keepalives(); got != 3 {
+		t.Errorf("%d keepalives taken, %d counted", got, r.k.Snapshot().DeviceFeeds)
+	}
+	if got := r.note.count("WATCHDOG=1"); got != 4 {
+		t.Errorf("%d WATCHDOG=1 sent, %d counted", got, r.k.Snapshot().SystemdFeeds)
+	}
+}
+
 func TestNoFeedWhileStuckResumesWhenMoving(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, nil)
@@ -259,7 +298,7 @@ func TestSystemdOnlyAndNeither(t *testing.T) {
 		if r.keepalives() != 1 || r.note.count("WATCHDOG=1") != 0 || r.note.count("READY=1") != 1 {
 			t.Errorf("keepalives %d, messages %q: want the hardware fed, READY=1 and no WATCHDOG=1", r.keepalives(), r.note.all())
 		}
-		if s := r.k.Snapshot(); s.Systemd || s.SystemdIntervalS != 0 || s.TimeoutS != 10 {
+		if s := r.k.Snapshot(); s.Systemd || s.SystemdIntervalS != 0 || s.TimeoutS != 10 || s.DeviceFeeds != 1 || s.SystemdFeeds != 0 {
 			t.Errorf("snapshot %+v", s)
 		}
 	})
@@ -271,7 +310,7 @@ func TestSystemdOnlyAndNeither(t *testing.T) {
 		}
 		r.root.beat()
 		r.start()
-		if s := r.k.Snapshot(); s.Armed || !s.Systemd || s.SystemdIntervalS != 3 || s.TimeoutS != 0 || s.LastFeed == nil {
+		if s := r.k.Snapshot(); s.Armed || !s.Systemd || s.SystemdIntervalS != 3 || s.TimeoutS != 0 || s.LastFeed == nil || s.DeviceFeeds != 0 || s.SystemdFeeds != 1 {
 			t.Errorf("snapshot %+v", s)
 		}
 		if err := r.k.Stop(); err != nil {
@@ -409,7 +448,7 @@ func TestNew(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"device":"/dev/watchdog0","identity":"fake watchdog","armed":true,"timeout_s":12,"last_feed":null,"feeding":false,"reason":"not started yet","last_reset_reason":"watchdog","boot_count":3,"systemd":false}`
+	want := `{"device":"/dev/watchdog0","identity":"fake watchdog","armed":true,"timeout_s":12,"last_feed":null,"feeding":false,"reason":"not started yet","last_reset_reason":"watchdog","boot_count":3,"systemd":false,"device_feeds":0,"systemd_feeds":0}`
 	if string(b) != want {
 		t.Errorf("status JSON\n got %s\nwant %s", b, want)
 	}

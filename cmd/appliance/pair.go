@@ -977,7 +977,7 @@ func (p *pairUnit) report(rep *status.Report) {
 	sp.Beacon, sp.CoveredBeats = ns.Beacon.Running, ns.Beacon.Beats
 	for _, ps := range ns.Paths {
 		pp := status.PairPath{Local: ps.Local.String(), Remote: ps.Remote.String(), Sent: ps.Sent, Received: ps.Received,
-			Garbage: ps.Garbage, Forged: ps.Forged, Replayed: ps.Replayed, Version: ps.Version}
+			Missed: ps.Missed, Garbage: ps.Garbage, Forged: ps.Forged, Replayed: ps.Replayed, Version: ps.Version}
 		if ps.Heard {
 			pp.LastHeardMs = ptr(ms(ps.LastHeard))
 			pp.Up = ps.LastHeard < p.detect

@@ -341,6 +341,16 @@ func TestPairOnLoopback(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "packets after the power-loss drill", func() bool { return r.rx[0].mark() > mark0+200 })
 	checkNoLoss(t, r.rx[0], mark0, "s0 across the power-loss drill")
 	t.Logf("power-loss drill: %+v", dr)
+	// unit-b took over after hearing nothing for the detection time, three
+	// heartbeats: at least two of them count as missed on each path.
+	testutil.Eventually(t, 5*time.Second, "unit-b counting missed heartbeats on both paths", func() bool {
+		for _, p := range r.b.mustReport().Pair.Paths {
+			if p.Missed < 2 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // checkNoLoss checks that from mark on every sequence number arrived: a
