@@ -49,13 +49,26 @@ func worst(t *trial) StreamResult {
 	return w
 }
 
-// streamGaps is every stream's gap in a run.
+// streamGaps is the gap of every stream the fault moved (another unit sent
+// it after the fault): the failover's gaps. A stream the fault did not
+// touch shows only its own packet spacing, and with half of them in it a
+// median falls between the two kinds. With none moved, every stream's.
 func streamGaps(t *trial) []time.Duration {
-	out := make([]time.Duration, 0, len(t.results))
-	for _, r := range t.results {
-		out = append(out, r.Gap)
+	var moved, all []time.Duration
+	for i, r := range t.results {
+		all = append(all, r.Gap)
+		owner := t.owners[streamName(i)]
+		for _, from := range r.Senders {
+			if owner.IsValid() && from != owner {
+				moved = append(moved, r.Gap)
+				break
+			}
+		}
 	}
-	return out
+	if len(moved) > 0 {
+		return moved
+	}
+	return all
 }
 
 // summarize makes a scenario's row from its runs and judges it.

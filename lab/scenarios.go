@@ -120,9 +120,10 @@ func zero(what string, f func(StreamResult) int) check {
 	}
 }
 
-// gapBelow wants the gap below d: byMedian, the median over every stream
-// of every run (with one stream, over the runs; with many, the tail is
-// gapEvery's to bound); else the worst stream's in every run.
+// gapBelow wants the gap below d: byMedian, the median over every moved
+// stream of every run (streamGaps; with one stream, over the runs; with
+// many, the tail is gapEvery's to bound, over every stream); else the
+// worst stream's in every run.
 func gapBelow(d time.Duration, byMedian bool) check {
 	return func(_ string, _ int, runs []*trial) string {
 		var gaps []time.Duration
