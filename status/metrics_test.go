@@ -21,6 +21,7 @@ import (
 
 	"appliance/health"
 	"appliance/hw"
+	"appliance/internal/testutil"
 	"appliance/media"
 	"appliance/supervisor"
 	"appliance/watchdog"
@@ -522,11 +523,13 @@ func TestMetricsOddSensorNames(t *testing.T) {
 }
 
 // promtool, Prometheus's own linter, finds nothing to say about the
-// output. CI installs it; elsewhere the test says how to get it.
+// output. CI installs it (and requires it); elsewhere the test is skipped
+// with the package to install, like the other rig tests.
 func TestMetricsPromtool(t *testing.T) {
+	testutil.NeedTools(t, testutil.Tool{Name: "promtool", Package: "prometheus"})
 	promtool, err := exec.LookPath("promtool")
 	if err != nil {
-		t.Skip("promtool is not installed; install the Debian package prometheus (apt-get install --no-install-recommends prometheus) to run this test")
+		t.Fatal(err)
 	}
 	_, body := scrape(t, serve(t, &fixed{metricsPairedReport(20, 2, 10)}))
 	cmd := exec.Command(promtool, "check", "metrics")
