@@ -21,8 +21,11 @@ import (
 	"appliance/pairnet"
 )
 
-func cmdHandover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("handover", stdout, stderr)
+// streamCommand runs a command whose one argument is a stream, sent to the
+// unit as op: its flags (the control socket, --json), the stream after
+// them, and the call.
+func streamCommand(ctx context.Context, name, op string, args []string, stdout, stderr io.Writer) (control.Response, bool, error) {
+	fs := newFlags(name, stdout, stderr)
 	socket := controlFlags(fs)
 	asJSON := fs.Bool("json", false, "print the answer as JSON")
 	// The stream is the one positional argument; flags may come before it.
@@ -31,17 +34,22 @@ func cmdHandover(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		stream, args = args[len(args)-1], args[:len(args)-1]
 	}
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return control.Response{}, false, err
 	}
 	if stream == "" {
-		return fs.usageError("name the stream, e.g. appliance handover cam1")
+		return control.Response{}, false, fs.usageError("name the stream, e.g. appliance %s cam1", name)
 	}
-	resp, err := callUnit(ctx, socket(), control.Request{Op: control.OpHandover, Stream: stream}, stderr)
+	resp, err := callUnit(ctx, socket(), control.Request{Op: op, Stream: stream}, stderr)
+	return resp, *asJSON, err
+}
+
+func cmdHandover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	resp, asJSON, err := streamCommand(ctx, "handover", control.OpHandover, args, stdout, stderr)
 	if err != nil {
 		return err
 	}
 	r := resp.Handover
-	if *asJSON {
+	if asJSON {
 		return json.NewEncoder(stdout).Encode(r)
 	}
 	line := fmt.Sprintf("%s: now forwarded by %s (epoch %d)", r.Stream, r.To, r.Epoch)
