@@ -112,6 +112,10 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer w.closeAll()
+	// Alive from before the first add: a stream that finds packets queued
+	// (a worker restarted with a backlog) must not take a zero for a stall
+	// and hold.
+	w.alive.Store(int64(clock.Mono()))
 	ctlErr := make(chan error, 1)
 	go func() {
 		ctlErr <- w.control() // before cancel: the loop below must find it
@@ -122,7 +126,6 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 	defer tick.Stop()
 	prog := time.NewTicker(time.Duration(w.hello.ProgressIntervalNs))
 	defer prog.Stop()
-	w.alive.Store(int64(clock.Mono()))
 	var seq uint64
 	for {
 		select {
