@@ -61,6 +61,23 @@ func pageServer(t *testing.T, src Source, opts Options) (*Server, *clock.Fake, s
 	return s, fake, "http://" + s.Addr().String()
 }
 
+// tickPage moves the page's clock by d one tick of its loop at a time,
+// each once the loop waits for it and taken before the next: a ticker, like
+// a real one, drops a tick that comes while the last is still unread, and
+// an advance before the loop's ticker exists moves nothing.
+func tickPage(t *testing.T, fake *clock.Fake, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := fake.WaitPending(ctx, 1); err != nil {
+		t.Fatalf("the page's loop never waited for its clock: %v", err)
+	}
+	for moved := time.Duration(0); moved < d; moved += liveEvery {
+		fake.Advance(liveEvery)
+		testutil.Eventually(t, 5*time.Second, "the page's loop to take its tick", func() bool { return fake.Unread() == 0 })
+	}
+}
+
 func pageFetch(t *testing.T, method, url string) (int, http.Header, string) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, nil)
@@ -403,7 +420,7 @@ func TestStreamPage(t *testing.T) {
 
 	for i := range 3 {
 		src.edit(func(r *Report) { r.Streams[900].PacketsIn += 1000 })
-		fake.Advance(historyEvery)
+		tickPage(t, fake, historyEvery)
 		testutil.Eventually(t, 5*time.Second, "a sample", func() bool { _, tick := s.page.hist.series("channel-0900"); return tick == uint32(i+1) })
 	}
 	_, _, body = pageFetch(t, "GET", base+"/streams/channel-0900")
