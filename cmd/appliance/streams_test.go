@@ -243,7 +243,9 @@ func TestReloadLive(t *testing.T) {
 func TestStandbyToForward(t *testing.T) {
 	skipShort(t)
 	ports := freeUDPPorts(t, 2)
-	u := startUnit(t, streamsConfig(1, ports[:1], ports[1:], map[int]uint32{0: 0x5151}, ""))
+	// A ring far longer than the standby lasts: the forward must find every
+	// packet since the standby however slowly the two commands run.
+	u := startUnit(t, streamsConfig(1, ports[:1], ports[1:], map[int]uint32{0: 0x5151}, "  standby_ring: 5s\n"))
 	probe := startProbe(t, ports[1], 8*time.Second)
 	gen := startGen(t, ports[0], 1000, 4*time.Second, 0x77)
 	testutil.Eventually(t, 10*time.Second, "the stream to relay", func() bool { return u.stream("s0").PacketsOut > 500 })
