@@ -379,7 +379,7 @@ func TestMetricsOfAnEmptyReport(t *testing.T) {
 // The loss estimate falls when late packets fill a gap; as a gauge it
 // may, where a counter would read as a reset.
 func TestMetricsFollowTheReport(t *testing.T) {
-	src := &swapping{rep: unitReport()}
+	src := &liveSource{rep: unitReport()}
 	s := serveWith(t, src, testOpts)
 	var mu sync.Mutex
 	now := time.Now()
@@ -390,7 +390,7 @@ func TestMetricsFollowTheReport(t *testing.T) {
 	if got := valueOf(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 7 {
 		t.Fatalf("lost %v, want 7", got)
 	}
-	src.set(func(r *Report) { r.Streams[0].Lost = 2 })
+	src.edit(func(r *Report) { r.Streams[0].Lost = 2 })
 	mfs, _ = scrape(t, base)
 	if got := valueOf(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 7 {
 		t.Errorf("lost %v within reuseFor of the last report, want the shared 7", got)
@@ -402,28 +402,6 @@ func TestMetricsFollowTheReport(t *testing.T) {
 	if got := valueOf(t, mfs, "appliance_stream_lost_packets", gauge, "stream", "cam1"); got != 2 {
 		t.Errorf("lost %v after the report changed, want 2", got)
 	}
-}
-
-// swapping is a Source whose report a test can change.
-type swapping struct {
-	mu  sync.Mutex
-	rep Report
-}
-
-func (s *swapping) Report() Report {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	rep := s.rep
-	rep.Streams = append([]media.StreamStatus(nil), s.rep.Streams...)
-	return rep
-}
-
-func (s *swapping) State() string { return "running" }
-
-func (s *swapping) set(f func(*Report)) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	f(&s.rep)
 }
 
 // Scrapes and API reads within reuseFor share one report.

@@ -44,21 +44,8 @@ func (b *liveSource) edit(f func(*Report)) {
 // makes the page take is a new report.
 func pageServer(t *testing.T, src Source, opts Options) (*Server, *clock.Fake, string) {
 	t.Helper()
-	s, err := Listen("127.0.0.1:0", opts, src, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fake := s.page.clk.(*clock.Fake)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return s, fake, "http://" + s.Addr().String()
+	s := serveWith(t, src, opts)
+	return s, s.page.clk.(*clock.Fake), "http://" + s.Addr().String()
 }
 
 // tickPage moves the page's clock by d one tick of its loop at a time,
