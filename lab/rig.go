@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"appliance/control"
+	"appliance/internal/spawn"
 )
 
 // rig is a built topology with its units, traffic and witness: the lab
@@ -380,7 +381,7 @@ func (r *rig) startWitness() error {
 	}
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := inNS(r.topo.NS(Client), cmd.Start); err != nil {
+	if err := spawn.Do(func() error { return inNS(r.topo.NS(Client), cmd.Start) }); err != nil {
 		lf.Close()
 		return fmt.Errorf("starting the witness: %w", err)
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"appliance/internal/spawn"
 )
 
 // Bounds the scenarios are judged by (the pair's targets).
@@ -367,7 +369,7 @@ func injectStarvation(ctx context.Context, t *trial) error {
 	for i := 0; i < runtime.NumCPU(); i++ {
 		c := exec.Command("sh", "-c", "while :; do :; done")
 		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-		if err := c.Start(); err != nil {
+		if err := spawn.Start(c); err != nil {
 			return fmt.Errorf("starting a busy loop: %w", err)
 		}
 		busy = append(busy, c)

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"appliance/internal/spawn"
 )
 
 // unitStatus is the part of a unit's /api/v1/status the lab reads. It
@@ -141,7 +143,7 @@ func (u *unit) start() error {
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	// The child is born in the namespace of the thread that forks it.
-	if err := inNS(u.ns, cmd.Start); err != nil {
+	if err := spawn.Do(func() error { return inNS(u.ns, cmd.Start) }); err != nil {
 		lf.Close()
 		return fmt.Errorf("starting %s: %w", u.spec.Name, err)
 	}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"appliance/internal/clock"
+	"appliance/internal/spawn"
 )
 
 // Process is a child that is an OS process. Each run starts a fresh process
@@ -184,7 +185,7 @@ func (p *Process) Serve(ctx context.Context) error {
 	}
 	cmd.SysProcAttr.Setpgid = true
 	setDeathSignal(cmd.SysProcAttr)
-	err = cmd.Start()
+	err = spawn.Start(cmd) // from a thread that never ends: see setDeathSignal
 	for _, f := range cmd.ExtraFiles {
 		f.Close()
 	}
