@@ -151,7 +151,10 @@ func defaults() *Config {
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
 			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
 			ProgressInterval: Duration(5 * time.Millisecond),
-			Restart:          Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
+			// Per packet until the density benchmark chooses a window
+			// (docs/batching.md).
+			BatchWindow: 0,
+			Restart:     Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
 			Sysfs:        "/sys",
@@ -587,6 +590,9 @@ func (d *decoder) media(n *yaml.Node, c *Config) {
 		"progress_interval": func(v *yaml.Node) {
 			progressNode = v
 			d.duration(v, "media: progress_interval", time.Millisecond, time.Second, &m.ProgressInterval)
+		},
+		"batch_window": func(v *yaml.Node) {
+			d.duration(v, "media: batch_window", 0, 2*time.Millisecond, &m.BatchWindow)
 		},
 		"restart": func(v *yaml.Node) { d.restart(v, "media: restart", &m.Restart) },
 	})

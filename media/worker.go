@@ -272,7 +272,7 @@ func (w *workerProc) add(as addStream, fd int) error {
 		unix.Close(fd)
 		return fmt.Errorf("stream %s: id %d is already here", as.Name, as.SID)
 	}
-	s, err := openWorkerStream(as, fd, time.Duration(w.hello.StandbyRingNs))
+	s, err := openWorkerStream(as, fd, time.Duration(w.hello.StandbyRingNs), time.Duration(w.hello.BatchWindowNs))
 	if err != nil {
 		return err
 	}
@@ -281,7 +281,11 @@ func (w *workerProc) add(as addStream, fd int) error {
 	w.streams[as.SID] = s
 	w.list = append(w.list, s)
 	w.mu.Unlock()
-	go s.run()
+	if s.window > 0 {
+		go s.runBatched(s.window)
+	} else {
+		go s.run()
+	}
 	return nil
 }
 
@@ -514,9 +518,12 @@ type wstream struct {
 	sid  uint32
 	name string
 	in   *net.UDPConn
-	rd   *datagramReader
+	rd   *datagramReader // per packet (window 0)
 	buf  []byte
-	done chan struct{}
+	brd  *batchReader // in batches (window > 0)
+	// window is media.batch_window: 0 reads each packet as it arrives.
+	window time.Duration
+	done   chan struct{}
 
 	w    *workerProc
 	mu   sync.Mutex
@@ -533,7 +540,7 @@ type wstream struct {
 	progIn    uint64 // packets in when last looked at
 }
 
-func openWorkerStream(as addStream, fd int, ring time.Duration) (*wstream, error) {
+func openWorkerStream(as addStream, fd int, ring, window time.Duration) (*wstream, error) {
 	f := os.NewFile(uintptr(fd), as.Name)
 	if f == nil {
 		return nil, fmt.Errorf("stream %s: input descriptor %d is not open", as.Name, fd)
@@ -548,9 +555,14 @@ func openWorkerStream(as addStream, fd int, ring time.Duration) (*wstream, error
 		pc.Close()
 		return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
 	}
-	s := &wstream{sid: as.SID, name: as.Name, in: in, buf: make([]byte, readBufSize), done: make(chan struct{}),
+	s := &wstream{sid: as.SID, name: as.Name, in: in, window: window, done: make(chan struct{}),
 		r: newRelay(as.ClockRate, as.RewriteSSRC, as.Continuity), progDirty: true}
-	s.rd, err = newDatagramReader(in, s.buf)
+	if window > 0 {
+		s.brd, err = newBatchReader(in, batchMax, readBufSize)
+	} else {
+		s.buf = make([]byte, readBufSize)
+		s.rd, err = newDatagramReader(in, s.buf)
+	}
 	if err != nil {
 		in.Close()
 		return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
