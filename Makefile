@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short bench lint fuzz clean lab lab-density lab-starvation
+.PHONY: all build run test test-short bench bench-density lint fuzz clean lab lab-density lab-starvation
 
 all: build
 
@@ -65,6 +65,11 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkPageFresh$$' -benchtime 1x -count 1 ./cmd/appliance/
 	$(GO) test -run '^$$' -bench '^Benchmark(RatioToHMAC|SealPair|OpenPair|HMACBaseline)$$' -count 1 ./pairnet/
 	$(GO) test -run '^$$' -bench '^BenchmarkProgressOf$$' -count 1 ./media/
+
+# Paced streams through one worker and through as many plain relays, in the same
+# run; MEDIA_DENSITY=STREAMSxPPS (default 64x500) and MEDIA_DENSITY_SECONDS size it.
+bench-density:
+	$(GO) test -run '^$$' -bench '^BenchmarkDensity$$' -benchtime 1x -count 2 ./media/
 
 lint:
 	$(GO) vet ./...

@@ -297,8 +297,8 @@ func BenchmarkDensity(b *testing.B) {
 		}
 		base := runs[0].perPacket()
 		for _, r := range runs {
-			b.Logf("round %d: %-22s sent %7d received %7d loss %6.3f%%  cpu %8v  %6.2f µs/packet (%.2f× plain)  %.2f cores  latency p50 %v p99 %v",
-				i, r.name, r.sent, r.received, r.loss(), r.cpu.Round(time.Millisecond), float64(r.perPacket())/1e3,
+			b.Logf("%-22s sent %7d received %7d loss %6.3f%%  cpu %8v  %6.2f µs/packet (%.2f× plain)  %.2f cores  latency p50 %v p99 %v",
+				r.name, r.sent, r.received, r.loss(), r.cpu.Round(time.Millisecond), float64(r.perPacket())/1e3,
 				float64(r.perPacket())/float64(base), r.cpu.Seconds()/d.Seconds(), r.pct(0.5).Round(time.Microsecond), r.pct(0.99).Round(time.Microsecond))
 		}
 	}
