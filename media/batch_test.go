@@ -398,3 +398,25 @@ func dupFD(t *testing.T, f *os.File) int {
 	}
 	return nfd
 }
+
+// A window out of range is refused by the worker and by the manager.
+func TestBatchWindowBounds(t *testing.T) {
+	t.Parallel()
+	for _, w := range []time.Duration{-1, maxBatchWindow + 1} {
+		h := helloMsg{Version: protocolVersion, ReportIntervalNs: 1, ProgressIntervalNs: 1, BatchWindowNs: int64(w)}
+		if err := checkHello(&h); err == nil {
+			t.Errorf("hello with a batch window of %v accepted", w)
+		}
+		_, err := NewManager(Options{Workers: 1, HangTimeout: time.Second, ReportInterval: time.Second, ProgressInterval: time.Second,
+			BatchWindow: w, Command: []string{"true"}})
+		if err == nil {
+			t.Errorf("manager with a batch window of %v accepted", w)
+		}
+	}
+	for _, w := range []time.Duration{0, maxBatchWindow} {
+		h := helloMsg{Version: protocolVersion, ReportIntervalNs: 1, ProgressIntervalNs: 1, BatchWindowNs: int64(w)}
+		if err := checkHello(&h); err != nil {
+			t.Errorf("hello with a batch window of %v: %v", w, err)
+		}
+	}
+}
