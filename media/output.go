@@ -31,6 +31,7 @@ type output struct {
 	badSince time.Duration
 	retryAt  time.Duration
 	backoff  time.Duration
+	noGSO    bool // a GSO send failed as unsupported: send one by one (sendRun)
 }
 
 // Retry delays for an output that could not be set up.

@@ -521,6 +521,12 @@ type wstream struct {
 	rd   *datagramReader // per packet (window 0)
 	buf  []byte
 	brd  *batchReader // in batches (window > 0)
+	// What a batch forwards, back to back in fwdBuf, fwd the sizes, and
+	// the GSO sender for runs of one size (window > 0).
+	fwdBuf []byte
+	fwd    []int
+	fwdOff int
+	gso    *gsoSender
 	// window is media.batch_window: 0 reads each packet as it arrives.
 	window time.Duration
 	done   chan struct{}
@@ -559,6 +565,7 @@ func openWorkerStream(as addStream, fd int, ring, window time.Duration) (*wstrea
 		r: newRelay(as.ClockRate, as.RewriteSSRC, as.Continuity), progDirty: true}
 	if window > 0 {
 		s.brd, err = newBatchReader(in, batchMax, readBufSize)
+		s.fwdBuf, s.fwd, s.gso = make([]byte, batchMax*readBufSize), make([]int, 0, batchMax), newGSOSender()
 	} else {
 		s.buf = make([]byte, readBufSize)
 		s.rd, err = newDatagramReader(in, s.buf)
