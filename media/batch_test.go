@@ -420,3 +420,37 @@ func TestBatchWindowBounds(t *testing.T) {
 		}
 	}
 }
+
+// sendRun counts per datagram, whichever way the run leaves.
+func TestSendRunCountsPerDatagram(t *testing.T) {
+	t.Parallel()
+	const seg, count = 200, 4
+	run := make([]byte, seg*count)
+	for i := range count {
+		run[i*seg] = byte(i)
+	}
+	g := newGSOSender()
+	for _, noGSO := range []bool{false, true} {
+		s := newRawSink(t)
+		o := newOutput(s.addr, 0)
+		o.noGSO = noGSO
+		if failed := o.sendRun(g, run, seg, count, 0); failed != 0 || o.packets != count || o.errors != 0 {
+			t.Errorf("noGSO %v: failed %b, packets %d, errors %d", noGSO, failed, o.packets, o.errors)
+		}
+		for i := range count {
+			select {
+			case b := <-s.got:
+				if len(b) != seg || b[0] != byte(i) {
+					t.Errorf("noGSO %v: datagram %d is %d bytes starting %d", noGSO, i, len(b), b[0])
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("noGSO %v: %d of %d datagrams arrived", noGSO, i, count)
+			}
+		}
+		o.close()
+	}
+	down := &output{fd: -1}
+	if failed := down.sendRun(g, run, seg, count, 0); failed != 1<<count-1 || down.errors != count || down.packets != 0 {
+		t.Errorf("a down output: failed %b, packets %d, errors %d", failed, down.packets, down.errors)
+	}
+}
