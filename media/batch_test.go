@@ -266,15 +266,9 @@ func TestBatchEquivalence(t *testing.T) {
 func TestBatchReaderReadsQueued(t *testing.T) {
 	t.Parallel()
 	in, inAddr := udpIn(t)
-	pc, err := net.FilePacketConn(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	br, err := newBatchReader(pc.(*net.UDPConn), batchMax, readBufSize)
-	if err != nil {
-		t.Fatal(err)
-	}
+	fd := dupFD(t, in)
+	defer unix.Close(fd)
+	br := newBatchReader(batchMax, readBufSize)
 	snd, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(inAddr))
 	if err != nil {
 		t.Fatal(err)
@@ -295,7 +289,7 @@ func TestBatchReaderReadsQueued(t *testing.T) {
 	}
 	var got []int
 	for len(got) < total {
-		n, err := br.read()
+		n, err := br.read(fd)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -336,7 +330,7 @@ func TestBatchPathAllocs(t *testing.T) {
 	}
 	s.w = &workerProc{}
 	s.w.alive.Store(int64(clock.Mono()))
-	defer s.in.Close()
+	defer s.close()
 	snd, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(inAddr))
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +345,7 @@ func TestBatchPathAllocs(t *testing.T) {
 			_, _ = snd.Write(pkts[i])
 		}
 		for got := 0; got < batchMax; {
-			n, err := s.brd.read()
+			n, err := s.brd.read(s.fd)
 			if err != nil {
 				t.Fatal(err)
 			}

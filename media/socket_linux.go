@@ -94,23 +94,16 @@ func setFreeBind(network, _ string, c syscall.RawConn) error {
 // real length, like datagramReader. Buffers and message headers are made
 // once, with the stream: a read allocates nothing.
 type batchReader struct {
-	rc   syscall.RawConn
 	bufs [][]byte
 	lens []int
 	iovs []unix.Iovec
 	msgs []unix.Mmsghdr
-	n    int
-	err  error
-	fn   func(fd uintptr) bool
+	size int
 }
 
-func newBatchReader(c *net.UDPConn, count, size int) (*batchReader, error) {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	b := &batchReader{rc: rc, bufs: make([][]byte, count), lens: make([]int, count),
-		iovs: make([]unix.Iovec, count), msgs: make([]unix.Mmsghdr, count)}
+func newBatchReader(count, size int) *batchReader {
+	b := &batchReader{bufs: make([][]byte, count), lens: make([]int, count),
+		iovs: make([]unix.Iovec, count), msgs: make([]unix.Mmsghdr, count), size: size}
 	mem := make([]byte, count*size)
 	for i := range count {
 		b.bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
@@ -119,41 +112,34 @@ func newBatchReader(c *net.UDPConn, count, size int) (*batchReader, error) {
 		b.msgs[i].Hdr.Iov = &b.iovs[i]
 		b.msgs[i].Hdr.SetIovlen(1)
 	}
-	b.fn = func(fd uintptr) bool {
-		for {
-			// MSG_TRUNC: each message's length is the datagram's full
-			// length, so an oversize one is seen as such.
-			n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&b.msgs[0])),
-				uintptr(len(b.msgs)), unix.MSG_TRUNC, 0, 0)
-			switch errno {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			case 0:
-			default:
-				b.n, b.err = 0, errno
-				return true
-			}
-			b.n, b.err = int(n), nil
-			for i := range b.n {
-				l := int(b.msgs[i].Len)
-				if b.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 && l <= size {
-					l = size + 1
-				}
-				b.lens[i] = l
-			}
-			return true
-		}
-	}
-	return b, nil
+	return b
 }
 
-// read blocks until at least one datagram is queued and returns how many it
-// read (at most len(bufs)): datagram i is bufs[i], its full length lens[i].
-func (b *batchReader) read() (int, error) {
-	if err := b.rc.Read(b.fn); err != nil {
-		return 0, err
+// read reads what is queued in the socket fd, without waiting, and returns
+// how many datagrams it read (at most len(bufs); 0 when none was queued):
+// datagram i is bufs[i], its full length lens[i].
+func (b *batchReader) read(fd int) (int, error) {
+	for {
+		// MSG_TRUNC: each message's length is the datagram's full length,
+		// so an oversize one is seen as such.
+		n, _, errno := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&b.msgs[0])),
+			uintptr(len(b.msgs)), unix.MSG_TRUNC|unix.MSG_DONTWAIT, 0, 0)
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return 0, nil
+		default:
+			return 0, errno
+		}
+		for i := range int(n) {
+			l := int(b.msgs[i].Len)
+			if b.msgs[i].Hdr.Flags&unix.MSG_TRUNC != 0 && l <= b.size {
+				l = b.size + 1
+			}
+			b.lens[i] = l
+		}
+		return int(n), nil
 	}
-	return b.n, b.err
 }

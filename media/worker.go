@@ -66,6 +66,9 @@ type workerProc struct {
 	wmu sync.Mutex // serializes writes on ctrl
 	fw  frameWriter
 
+	// poll serves the inputs when the worker batches (batch_window > 0).
+	poll *poller
+
 	mu      sync.Mutex // guards streams and list (not the streams' own state)
 	streams map[uint32]*wstream
 	list    []*wstream // the same streams, to walk without allocating
@@ -111,6 +114,13 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if window := time.Duration(w.hello.BatchWindowNs); window > 0 {
+		if w.poll, err = newPoller(w, window); err != nil {
+			return err
+		}
+		go w.poll.run()
+		defer w.poll.close() // after closeAll: the streams leave the set first
+	}
 	defer w.closeAll()
 	// Alive from before the first add: a stream that finds packets queued
 	// (a worker restarted with a backlog) must not take a zero for a stall
@@ -282,7 +292,10 @@ func (w *workerProc) add(as addStream, fd int) error {
 	w.list = append(w.list, s)
 	w.mu.Unlock()
 	if s.window > 0 {
-		go s.runBatched(s.window)
+		if err := w.poll.add(s); err != nil {
+			w.remove(as.SID)
+			return err
+		}
 	} else {
 		go s.run()
 	}
@@ -520,7 +533,10 @@ type wstream struct {
 	in   *net.UDPConn
 	rd   *datagramReader // per packet (window 0)
 	buf  []byte
-	brd  *batchReader // in batches (window > 0)
+	// In batches (window > 0): the input is a plain descriptor, read by
+	// the worker's poller under mu; -1 once the stream is closed.
+	fd  int
+	brd *batchReader
 	// What a batch forwards, back to back in fwdBuf, fwd the sizes, and
 	// the GSO sender for runs of one size (window > 0).
 	fwdBuf []byte
@@ -547,32 +563,44 @@ type wstream struct {
 }
 
 func openWorkerStream(as addStream, fd int, ring, window time.Duration) (*wstream, error) {
-	f := os.NewFile(uintptr(fd), as.Name)
-	if f == nil {
-		return nil, fmt.Errorf("stream %s: input descriptor %d is not open", as.Name, fd)
-	}
-	pc, err := net.FilePacketConn(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
-	}
-	in, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
-	}
-	s := &wstream{sid: as.SID, name: as.Name, in: in, window: window, done: make(chan struct{}),
+	s := &wstream{sid: as.SID, name: as.Name, fd: -1, window: window, done: make(chan struct{}),
 		r: newRelay(as.ClockRate, as.RewriteSSRC, as.Continuity), progDirty: true}
 	if window > 0 {
-		s.brd, err = newBatchReader(in, batchMax, readBufSize)
+		// Batched: the poller reads the descriptor as it is.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stream %s: input descriptor %d is not an open socket", as.Name, fd)
+		}
+		if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_DGRAM {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
+		}
+		s.fd = fd
+		close(s.done)
+		s.brd = newBatchReader(batchMax, readBufSize)
 		s.fwdBuf, s.fwd, s.gso = make([]byte, batchMax*readBufSize), make([]int, 0, batchMax), newGSOSender()
 	} else {
+		f := os.NewFile(uintptr(fd), as.Name)
+		if f == nil {
+			return nil, fmt.Errorf("stream %s: input descriptor %d is not open", as.Name, fd)
+		}
+		pc, err := net.FilePacketConn(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
+		}
+		in, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
+		}
+		s.in = in
 		s.buf = make([]byte, readBufSize)
-		s.rd, err = newDatagramReader(in, s.buf)
-	}
-	if err != nil {
-		in.Close()
-		return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
+		if s.rd, err = newDatagramReader(in, s.buf); err != nil {
+			in.Close()
+			return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
+		}
 	}
 	if as.Role == RoleStandby {
 		s.r.setStandby(ring)
@@ -653,9 +681,18 @@ func (s *wstream) sendLocked(b []byte, now time.Duration) {
 // input, so the descriptor is really closed when close returns. The input is
 // only this worker's copy: the parent keeps its own until it removes the stream.
 func (s *wstream) close() {
-	s.in.Close()
+	if s.in != nil {
+		s.in.Close()
+	}
 	<-s.done
 	s.mu.Lock()
+	if s.fd >= 0 {
+		if s.w != nil && s.w.poll != nil {
+			s.w.poll.remove(s.fd)
+		}
+		unix.Close(s.fd)
+		s.fd = -1
+	}
 	for _, o := range s.outs {
 		o.close()
 	}
