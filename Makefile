@@ -19,10 +19,12 @@ run: build
 # need root (network namespaces, systemd-nspawn, QEMU) run when this runs as
 # root; a rig test whose tools are missing is skipped, and the run ends with
 # one line naming the packages to install (internal/testutil/rig.go). CI sets
-# APPLIANCE_RIGS=required, which fails such a test instead.
+# APPLIANCE_RIGS=required, which fails such a test instead. The media tests
+# run a second time on the per-packet path (media.batch_window 0).
 test: lint
 	@skips=$$(mktemp); \
 	APPLIANCE_RIG_SKIPS=$$skips $(GO) test -race -count=1 -timeout 28m ./...; rc=$$?; \
+	MEDIA_TEST_BATCH_WINDOW=0 $(GO) test -race -count=1 -timeout 5m ./media/ || rc=1; \
 	pkgs=$$(sed -n 's/^pkg \([^ ]*\) .*/\1/p' $$skips | sort -u | xargs); \
 	root=$$(grep -c '^root ' $$skips); \
 	msg=""; \

@@ -46,8 +46,8 @@ func TestDefaultsFilledIn(t *testing.T) {
 		Media: Media{
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
 			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
-			ProgressInterval: Duration(5 * time.Millisecond),
-			Restart:          Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
+			ProgressInterval: Duration(5 * time.Millisecond), BatchWindow: Duration(500 * time.Microsecond),
+			Restart: Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
 			Sysfs:        "/sys",

@@ -151,9 +151,10 @@ func defaults() *Config {
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
 			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
 			ProgressInterval: Duration(5 * time.Millisecond),
-			// Per packet until the density benchmark chooses a window
-			// (docs/batching.md).
-			BatchWindow: 0,
+			// Chosen from make bench-density (docs/PERFORMANCE.md): p99
+			// added latency under 1 ms on a loaded machine, most of the
+			// saving of larger windows.
+			BatchWindow: Duration(500 * time.Microsecond),
 			Restart:     Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{

@@ -477,13 +477,17 @@ func TestRestartNeededPair(t *testing.T) {
 	}
 }
 
-// media.batch_window is read as written, and 0 (per packet) by default.
+// media.batch_window is read as written, 500µs by default, and 0 keeps
+// the per-packet path.
 func TestBatchWindow(t *testing.T) {
 	t.Parallel()
-	if d := Defaults().Media.BatchWindow; d != 0 {
-		t.Errorf("default batch window %v, want 0 (per packet)", d)
+	if d := Defaults().Media.BatchWindow; d.String() != "500µs" {
+		t.Errorf("default batch window %v, want 500µs", d)
 	}
-	if c := mustParse(t, minimal+"media:\n  batch_window: 500us\n"); c.Media.BatchWindow.String() != "500µs" {
-		t.Errorf("batch window %v, want 500µs", c.Media.BatchWindow)
+	if c := mustParse(t, minimal+"media:\n  batch_window: 1ms\n"); c.Media.BatchWindow.String() != "1ms" {
+		t.Errorf("batch window %v, want 1ms", c.Media.BatchWindow)
+	}
+	if c := mustParse(t, minimal+"media:\n  batch_window: 0s\n"); c.Media.BatchWindow != 0 {
+		t.Errorf("batch window %v, want 0", c.Media.BatchWindow)
 	}
 }

@@ -29,7 +29,7 @@ func (s *wstream) serveLocked(batches int) bool {
 			// the next pass finds again if it lasts.
 			return false
 		}
-		s.handleBatchLocked(n, clock.Mono())
+		s.handleBatchLocked(n, time.Now())
 		if n < len(s.brd.bufs) {
 			return false
 		}
@@ -37,16 +37,39 @@ func (s *wstream) serveLocked(batches int) bool {
 	return true
 }
 
+// maxStampAge bounds how long ago a datagram of a batch may be taken to
+// have arrived: a stamp further back than this, or in the future (the
+// real-time clock was set), counts as arrived at the read.
+const maxStampAge = 10 * time.Second
+
+// arrival turns a datagram's kernel stamp (real-time clock) into the
+// monotonic clock the jitter gauge keeps, from the time of the read: read is the
+// read's time.Now (both clocks), mono the same instant as clock.Mono. The
+// kernel stamps only on the real-time clock; the difference of two
+// real-time readings a few milliseconds apart is used, never kept.
+func arrival(stamp int64, read time.Time, mono time.Duration) time.Duration {
+	if stamp == 0 {
+		return mono
+	}
+	age := time.Duration(read.UnixNano() - stamp)
+	if age < 0 || age > maxStampAge {
+		return mono
+	}
+	return mono - age
+}
+
 // handleBatchLocked handles the first n datagrams of the batch, in arrival
-// order, all taken to have arrived at now, and sends what they forward.
-func (s *wstream) handleBatchLocked(n int, now time.Duration) {
+// order, and sends what they forward. read is when the batch was read; the
+// jitter gauge takes each datagram's own arrival (handleArrived).
+func (s *wstream) handleBatchLocked(n int, read time.Time) {
+	now := clock.Mono()
 	if !s.r.standby && s.w.stalled(now) {
 		s.holdLocked()
 	}
 	if n == 1 {
 		// Nothing to gather (the common case at a few hundred packets a
 		// second): as the per-packet path, with no copy.
-		if out := s.r.handle(s.brd.bufs[0], s.brd.lens[0], now); out != nil {
+		if out := s.r.handleArrived(s.brd.bufs[0], s.brd.lens[0], now, arrival(s.brd.stamps[0], read, now)); out != nil {
 			s.sendLocked(out, now)
 		}
 		return
@@ -56,7 +79,7 @@ func (s *wstream) handleBatchLocked(n int, now time.Duration) {
 	// that runs of equal sizes can leave in one GSO send per output.
 	s.fwd, s.fwdOff = s.fwd[:0], 0
 	for i := range n {
-		out := s.r.handle(s.brd.bufs[i], s.brd.lens[i], now)
+		out := s.r.handleArrived(s.brd.bufs[i], s.brd.lens[i], now, arrival(s.brd.stamps[i], read, now))
 		if out == nil {
 			continue
 		}

@@ -216,7 +216,8 @@ func relaySequences(t *testing.T, window time.Duration, seqs []packetSeq) []rela
 // TestBatchEquivalence relays the same packet sequences through a worker
 // that reads per packet and one that reads in batches: the counters and the
 // output are the same, datagram for datagram. The jitter gauge is left out:
-// a batch's datagrams share one arrival time (docs/batching.md).
+// it depends on when the datagrams arrived, which differs between two runs
+// (TestBatchArrivalTimes checks a batch keeps each datagram's own).
 func TestBatchEquivalence(t *testing.T) {
 	t.Parallel()
 	seqs := equivalenceSequences(t)
@@ -350,7 +351,7 @@ func TestBatchPathAllocs(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.mu.Lock()
-			s.handleBatchLocked(n, clock.Mono())
+			s.handleBatchLocked(n, time.Now())
 			s.mu.Unlock()
 			got += n
 		}
@@ -447,4 +448,89 @@ func TestSendRunCountsPerDatagram(t *testing.T) {
 	if failed := down.sendRun(g, run, seg, count, 0); failed != 1<<count-1 || down.errors != count || down.packets != 0 {
 		t.Errorf("a down output: failed %b, packets %d, errors %d", failed, down.packets, down.errors)
 	}
+}
+
+// TestBatchArrivalTimes: datagrams read together in one batch keep the times
+// they arrived (the kernel's stamps), so the jitter gauge sees the source's
+// real spacing, not the batch's. Twelve packets 10 ms apart, their RTP
+// timestamps following the send times, are queued before the worker takes
+// the stream, so it reads them in one batch: a gauge fed the read's time
+// for all would show about 5 ms of jitter; with the stamps it stays near 0.
+func TestBatchArrivalTimes(t *testing.T) {
+	t.Parallel()
+	tw := startTestWorkerWindow(t, 0, time.Millisecond)
+	in, inAddr := udpIn(t)
+	awaitRxStamps(t)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(inAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const count = 12
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var first time.Duration
+	for i := range count {
+		if i > 0 {
+			<-tick.C // the source's pacing
+		}
+		now := clock.Mono()
+		if i == 0 {
+			first = now
+		}
+		p := rtpPacketInto(nil, uint16(i))
+		ts := uint32((now - first) * 90000 / time.Second)
+		p[4], p[5], p[6], p[7] = byte(ts>>24), byte(ts>>16), byte(ts>>8), byte(ts)
+		if _, err := c.Write(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink := newRawSink(t)
+	tw.add(1, in, []netip.AddrPort{sink.addr}, nil, RoleForward)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		sr := tw.stream(1)
+		if sr.Counters.PacketsIn == count {
+			if sr.Counters.JitterMs > 1 {
+				t.Errorf("jitter %.2f ms for packets as evenly spaced as their timestamps: the batch's read time was taken for their arrival", sr.Counters.JitterMs)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d packets in after 10s", sr.Counters.PacketsIn, count)
+		}
+	}
+}
+
+// awaitRxStamps returns once the kernel stamps datagrams as they arrive.
+// The first socket that asks for stamps turns stamping on for the whole
+// machine a moment later (deferred work in the kernel); until then a
+// datagram is stamped when it is read. A socket kept open until the test
+// ends keeps it on.
+func awaitRxStamps(t *testing.T) {
+	t.Helper()
+	in, addr := udpIn(t)
+	fd := dupFD(t, in)
+	t.Cleanup(func() { unix.Close(fd) })
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := newBatchReader(1, readBufSize)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if _, err := c.Write([]byte{0x80}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond) // the datagram's age when read, if stamped on arrival
+		n, err := br.read(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 1 && br.stamps[0] != 0 && time.Since(time.Unix(0, br.stamps[0])) >= 4*time.Millisecond {
+			return
+		}
+	}
+	t.Fatal("the kernel does not stamp datagrams on arrival after 10s")
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -143,7 +144,7 @@ func newDensitySink(b *testing.B, capacity int) *densitySink {
 				s.mu.Lock()
 				for k := range int(n) {
 					s.n++
-					at := rxStamp(oobs[k][:msgs[k].Hdr.Controllen])
+					at := sinkStamp(oobs[k][:msgs[k].Hdr.Controllen])
 					if msgs[k].Len >= 24 && !at.IsZero() && len(s.lat) < cap(s.lat) {
 						s.lat = append(s.lat, at.Sub(time.Unix(0, int64(binary.LittleEndian.Uint64(bufs[k][16:24])))))
 					}
@@ -160,8 +161,8 @@ func newDensitySink(b *testing.B, capacity int) *densitySink {
 	return s
 }
 
-// rxStamp is the kernel's receive time in a message's control data.
-func rxStamp(oob []byte) time.Time {
+// sinkStamp is the kernel's receive time in a message's control data.
+func sinkStamp(oob []byte) time.Time {
 	cms, err := unix.ParseSocketControlMessage(oob)
 	if err != nil {
 		return time.Time{}
@@ -376,13 +377,12 @@ func densityPlain(b *testing.B, streams, pps int, d time.Duration) densityRun {
 // count against them.
 func BenchmarkDensity(b *testing.B) {
 	streams, pps, d := densitySize(b)
+	windows := densityWindows(b)
 	b.Logf("%d streams × %d pps for %v, 1328-byte MPEG-TS over RTP, loopback", streams, pps, d)
 	for i := 0; i < b.N; i++ {
-		runs := []densityRun{
-			densityPlain(b, streams, pps, d),
-			densityWorker(b, streams, pps, d, 0),
-			densityWorker(b, streams, pps, d, 500*time.Microsecond),
-			densityWorker(b, streams, pps, d, time.Millisecond),
+		runs := []densityRun{densityPlain(b, streams, pps, d)}
+		for _, w := range windows {
+			runs = append(runs, densityWorker(b, streams, pps, d, w))
 		}
 		base := runs[0].perPacket()
 		for _, r := range runs {
@@ -451,4 +451,23 @@ func defaultBatchWindow(b *testing.B) time.Duration {
 		b.Fatal("media.batch_window's default is 0 (per packet): set MEDIA_WINDOW to the window to measure")
 	}
 	return w
+}
+
+// densityWindows are the worker's windows BenchmarkDensity runs:
+// MEDIA_DENSITY_WINDOWS (such as "0,500us,2ms"), or per packet, the default
+// window and the largest.
+func densityWindows(b *testing.B) []time.Duration {
+	v := os.Getenv("MEDIA_DENSITY_WINDOWS")
+	if v == "" {
+		return []time.Duration{0, defaultBatchWindow(b), maxBatchWindow}
+	}
+	var ws []time.Duration
+	for _, f := range strings.Split(v, ",") {
+		w, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || w < 0 || w > maxBatchWindow {
+			b.Fatalf("MEDIA_DENSITY_WINDOWS=%q: want durations from 0 to %v, separated by commas", v, maxBatchWindow)
+		}
+		ws = append(ws, w)
+	}
+	return ws
 }

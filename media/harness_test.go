@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"appliance/config"
 )
 
 // testWorker is a worker process (this test binary re-executed as one)
@@ -29,13 +31,14 @@ type testWorker struct {
 }
 
 // testBatchWindow is the media.batch_window the tests' workers get unless a
-// test sets its own: 0, or MEDIA_TEST_BATCH_WINDOW (such as 1ms) to run
-// every worker and manager test with batched reads.
+// test sets its own: the default (config owns it), or
+// MEDIA_TEST_BATCH_WINDOW (0 for the per-packet path; make test runs the
+// media tests both ways).
 func testBatchWindow(tb testing.TB) time.Duration {
 	tb.Helper()
 	v := os.Getenv("MEDIA_TEST_BATCH_WINDOW")
 	if v == "" {
-		return 0
+		return time.Duration(config.Defaults().Media.BatchWindow)
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d < 0 || d > maxBatchWindow {

@@ -235,6 +235,14 @@ func bindInput(ap netip.AddrPort, freeBind bool) (*os.File, error) {
 	c := pc.(*net.UDPConn)
 	defer c.Close()
 	setReceiveBuffer(c, 4<<20)
+	// Stamped from the start, so that what queues while a worker restarts
+	// keeps its arrival times too (read by batching workers).
+	if rc, err := c.SyscallConn(); err == nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = enableRxStamps(int(fd)) }); err != nil || serr != nil {
+			return nil, fmt.Errorf("receive stamps: %w", errors.Join(err, serr))
+		}
+	}
 	return c.File()
 }
 

@@ -73,8 +73,11 @@ func newPoller(w *workerProc, window time.Duration) (*poller, error) {
 }
 
 // add puts a stream's input in the set (level-triggered: an input left with
-// datagrams is found again at the next pass).
+// datagrams is found again at the next pass). Called with s.mu held.
 func (p *poller) add(s *wstream) error {
+	if s.fd < 0 {
+		return nil // closed already (the worker is stopping)
+	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(s.sid), Pad: eventStream}
 	if err := unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, s.fd, &ev); err != nil {
 		return fmt.Errorf("stream %s: epoll: %w", s.name, err)

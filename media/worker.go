@@ -292,7 +292,10 @@ func (w *workerProc) add(as addStream, fd int) error {
 	w.list = append(w.list, s)
 	w.mu.Unlock()
 	if s.window > 0 {
-		if err := w.poll.add(s); err != nil {
+		s.mu.Lock() // close may come at once, from closeAll
+		err := w.poll.add(s)
+		s.mu.Unlock()
+		if err != nil {
 			w.remove(as.SID)
 			return err
 		}
@@ -575,6 +578,10 @@ func openWorkerStream(as addStream, fd int, ring, window time.Duration) (*wstrea
 		if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_DGRAM {
 			unix.Close(fd)
 			return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
+		}
+		if err := enableRxStamps(fd); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stream %s: input: receive stamps: %w", as.Name, err)
 		}
 		s.fd = fd
 		close(s.done)
