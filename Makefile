@@ -71,7 +71,8 @@ bench:
 # Paced streams through one worker and through as many plain relays, in the same
 # run; MEDIA_DENSITY=STREAMSxPPS (default 64x500) and MEDIA_DENSITY_SECONDS size it.
 bench-density:
-	$(GO) test -run '^$$' -bench '^BenchmarkDensity$$' -benchtime 1x -count 2 ./media/
+	$(GO) test -run '^$$' -bench '^BenchmarkDensity$$' -benchtime 1x -count 2 -v ./media/
+	$(GO) test -run '^$$' -bench '^BenchmarkStreamRate$$' -benchtime 1x -count 1 -v ./media/
 
 lint:
 	$(GO) vet ./...
