@@ -4,7 +4,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short bench lint fuzz clean lab lab-density lab-starvation
+.PHONY: all build run test test-short bench bench-density lint fuzz clean lab lab-density lab-starvation
 
 all: build
 
@@ -19,10 +19,12 @@ run: build
 # need root (network namespaces, systemd-nspawn, QEMU) run when this runs as
 # root; a rig test whose tools are missing is skipped, and the run ends with
 # one line naming the packages to install (internal/testutil/rig.go). CI sets
-# APPLIANCE_RIGS=required, which fails such a test instead.
+# APPLIANCE_RIGS=required, which fails such a test instead. The media tests
+# run a second time on the per-packet path (media.batch_window 0).
 test: lint
 	@skips=$$(mktemp); \
 	APPLIANCE_RIG_SKIPS=$$skips $(GO) test -race -count=1 -timeout 28m ./...; rc=$$?; \
+	MEDIA_TEST_BATCH_WINDOW=0 $(GO) test -race -count=1 -timeout 5m ./media/ || rc=1; \
 	pkgs=$$(sed -n 's/^pkg \([^ ]*\) .*/\1/p' $$skips | sort -u | xargs); \
 	root=$$(grep -c '^root ' $$skips); \
 	msg=""; \
@@ -65,6 +67,12 @@ bench:
 	$(GO) test -run '^$$' -bench '^BenchmarkPageFresh$$' -benchtime 1x -count 1 ./cmd/appliance/
 	$(GO) test -run '^$$' -bench '^Benchmark(RatioToHMAC|SealPair|OpenPair|HMACBaseline)$$' -count 1 ./pairnet/
 	$(GO) test -run '^$$' -bench '^BenchmarkProgressOf$$' -count 1 ./media/
+
+# Paced streams through one worker and through as many plain relays, in the same
+# run; MEDIA_DENSITY=STREAMSxPPS (default 64x500) and MEDIA_DENSITY_SECONDS size it.
+bench-density:
+	$(GO) test -run '^$$' -bench '^BenchmarkDensity$$' -benchtime 1x -count 2 -v ./media/
+	$(GO) test -run '^$$' -bench '^BenchmarkStreamRate$$' -benchtime 1x -count 1 -v ./media/
 
 lint:
 	$(GO) vet ./...

@@ -119,7 +119,11 @@ type Media struct {
 	// stream has got: what the peer needs to take over without a gap, so it
 	// is sent more often than the full reports.
 	ProgressInterval Duration
-	Restart          Restart
+	// BatchWindow is the longest a packet may wait in its input so that a
+	// worker reads it together with others (docs/batching.md); 0 reads
+	// every packet as it arrives.
+	BatchWindow Duration
+	Restart     Restart
 }
 
 // Restart is a supervisor's restart rule.

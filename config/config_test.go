@@ -46,8 +46,8 @@ func TestDefaultsFilledIn(t *testing.T) {
 		Media: Media{
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
 			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
-			ProgressInterval: Duration(5 * time.Millisecond),
-			Restart:          Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
+			ProgressInterval: Duration(5 * time.Millisecond), BatchWindow: Duration(500 * time.Microsecond),
+			Restart: Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
 			Sysfs:        "/sys",
@@ -147,7 +147,7 @@ func TestProblems(t *testing.T) {
 		{"unit name missing", "version: 1\nunit: {state_dir: /x}\n", 2, `"name" is required`},
 		{"unit name bad", "version: 1\nunit: {name: Unit_A}\n", 2, "lowercase"},
 		{"unknown top key", minimal + "medai: {}\n", 3, `did you mean "media"?`},
-		{"unknown key lists keys", minimal + "media: {colour: red}\n", 3, "valid keys here: hang_timeout, output_alarm_after, progress_interval, report_interval, restart, standby_ring, workers"},
+		{"unknown key lists keys", minimal + "media: {colour: red}\n", 3, "valid keys here: batch_window, hang_timeout, output_alarm_after, progress_interval, report_interval, restart, standby_ring, workers"},
 		{"duplicate key", minimal + "unit: {name: u2}\n", 3, "set twice"},
 		{"workers text", minimal + "media:\n  workers: two\n", 4, "must be an integer"},
 		{"workers quoted", minimal + "media:\n  workers: \"2\"\n", 4, "must be an integer"},

@@ -151,7 +151,11 @@ func defaults() *Config {
 			Workers: 2, HangTimeout: Duration(500 * time.Millisecond), ReportInterval: Duration(100 * time.Millisecond),
 			StandbyRing: Duration(500 * time.Millisecond), OutputAlarmAfter: Duration(time.Second),
 			ProgressInterval: Duration(5 * time.Millisecond),
-			Restart:          Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
+			// Chosen from make bench-density (docs/PERFORMANCE.md): p99
+			// added latency under 1 ms on a loaded machine, most of the
+			// saving of larger windows.
+			BatchWindow: Duration(500 * time.Microsecond),
+			Restart:     Restart{Intensity: 3, Period: Duration(5 * time.Second), Backoff: Duration(10 * time.Millisecond), BackoffMax: Duration(2 * time.Second)},
 		},
 		HW: HW{
 			Sysfs:        "/sys",
@@ -587,6 +591,9 @@ func (d *decoder) media(n *yaml.Node, c *Config) {
 		"progress_interval": func(v *yaml.Node) {
 			progressNode = v
 			d.duration(v, "media: progress_interval", time.Millisecond, time.Second, &m.ProgressInterval)
+		},
+		"batch_window": func(v *yaml.Node) {
+			d.duration(v, "media: batch_window", 0, 2*time.Millisecond, &m.BatchWindow)
 		},
 		"restart": func(v *yaml.Node) { d.restart(v, "media: restart", &m.Restart) },
 	})

@@ -83,7 +83,7 @@ func TestPairDocsMatchDecoder(t *testing.T) {
 	for _, k := range validKeys(t, edit(t, "interface: eth0", "interface: eth0, zzzzzzzz: 1")) {
 		want = append(want, "streams[]."+"vip."+k)
 	}
-	want = append(want, "streams[].input_mode", "streams[].prefer", "streams[].priority", "media.progress_interval")
+	want = append(want, "streams[].input_mode", "streams[].prefer", "streams[].priority", "media.progress_interval", "media.batch_window")
 	for _, k := range want {
 		if _, ok := rows[k]; !ok {
 			t.Errorf("%s is not documented under \"Pair (config keys)\" in docs/operations.md", k)
@@ -106,6 +106,7 @@ func TestPairDocsMatchDecoder(t *testing.T) {
 		"streams[].input_mode":      s.InputMode,
 		"streams[].priority":        fmt.Sprint(s.Priority),
 		"media.progress_interval":   c.Media.ProgressInterval.String(),
+		"media.batch_window":        c.Media.BatchWindow.String(),
 	}
 	if p.Witness.IsValid() {
 		t.Errorf("witness default %v, want none", p.Witness)

@@ -114,6 +114,8 @@ func invariants(c *Config) string {
 		return "media standby and alarm"
 	case !dur(m.ProgressInterval, time.Millisecond, time.Second), m.ProgressInterval > m.ReportInterval:
 		return "media progress interval"
+	case !dur(m.BatchWindow, 0, 2*time.Millisecond):
+		return "media batch window"
 	case len(c.Streams) > MaxStreams, len(c.Streams) > m.Workers*MaxStreamsPerWorker:
 		return "too many streams"
 	}
@@ -312,7 +314,8 @@ func encode(t *testing.T, c *Config) []byte {
 		"control": m{"socket": c.Control.Socket},
 		"media": m{"workers": c.Media.Workers, "hang_timeout": c.Media.HangTimeout, "report_interval": c.Media.ReportInterval,
 			"standby_ring": c.Media.StandbyRing, "output_alarm_after": c.Media.OutputAlarmAfter, "progress_interval": c.Media.ProgressInterval,
-			"restart": m{"intensity": r.Intensity, "period": r.Period, "backoff": r.Backoff, "backoff_max": r.BackoffMax}},
+			"batch_window": c.Media.BatchWindow,
+			"restart":      m{"intensity": r.Intensity, "period": r.Period, "backoff": r.Backoff, "backoff_max": r.BackoffMax}},
 		"hw": m{"sysfs": c.HW.Sysfs, "link_debounce": c.HW.LinkDebounce, "poll_interval": c.HW.PollInterval,
 			"temperature": m{"warn_c": c.HW.Temperature.WarnC, "crit_c": c.HW.Temperature.CritC, "clear_margin_c": c.HW.Temperature.ClearMarginC}},
 		"watchdog": m{"device": c.Watchdog.Device, "timeout": c.Watchdog.Timeout},

@@ -235,6 +235,9 @@ func TestPairProblems(t *testing.T) {
 			"media: progress_interval: 20ms is longer than the report interval (10ms); progress goes to the parent at least as often as reports: lower it"},
 		{"progress zero", minimal + "media:\n  progress_interval: 0s\n", 4, "media: progress_interval: 0s is out of range (1ms to 1s)"},
 		{"progress long", minimal + "media:\n  progress_interval: 2s\n", 4, "out of range (1ms to 1s)"},
+		{"batch window long", minimal + "media:\n  batch_window: 3ms\n", 4, "media: batch_window: 3ms is out of range (0s to 2ms)"},
+		{"batch window negative", minimal + "media:\n  batch_window: -1ms\n", 4, "media: batch_window: -1ms is out of range (0s to 2ms)"},
+		{"batch window bare number", minimal + "media:\n  batch_window: 1\n", 4, "write it with a unit"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -471,5 +474,20 @@ func TestRestartNeededPair(t *testing.T) {
 		"    input_mode: dual\n    prefer: unit-b\n    priority: 7\n"))
 	if got := RestartNeeded(a, c); got != nil {
 		t.Errorf("stream pair settings changed: %q", got)
+	}
+}
+
+// media.batch_window is read as written, 500µs by default, and 0 keeps
+// the per-packet path.
+func TestBatchWindow(t *testing.T) {
+	t.Parallel()
+	if d := Defaults().Media.BatchWindow; d.String() != "500µs" {
+		t.Errorf("default batch window %v, want 500µs", d)
+	}
+	if c := mustParse(t, minimal+"media:\n  batch_window: 1ms\n"); c.Media.BatchWindow.String() != "1ms" {
+		t.Errorf("batch window %v, want 1ms", c.Media.BatchWindow)
+	}
+	if c := mustParse(t, minimal+"media:\n  batch_window: 0s\n"); c.Media.BatchWindow != 0 {
+		t.Errorf("batch window %v, want 0", c.Media.BatchWindow)
 	}
 }

@@ -53,6 +53,7 @@ var restartSettings = []struct {
 	{"media.standby_ring", func(c *Config) any { return c.Media.StandbyRing }},
 	{"media.output_alarm_after", func(c *Config) any { return c.Media.OutputAlarmAfter }},
 	{"media.progress_interval", func(c *Config) any { return c.Media.ProgressInterval }},
+	{"media.batch_window", func(c *Config) any { return c.Media.BatchWindow }},
 	{"media.restart.intensity", func(c *Config) any { return c.Media.Restart.Intensity }},
 	{"media.restart.period", func(c *Config) any { return c.Media.Restart.Period }},
 	{"media.restart.backoff", func(c *Config) any { return c.Media.Restart.Backoff }},

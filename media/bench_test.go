@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"syscall"
@@ -32,7 +33,16 @@ func TestMain(m *testing.M) {
 	case "worker":
 		ctx, stop := signalContext()
 		defer stop()
-		if err := RunWorker(ctx, slog.New(slog.DiscardHandler)); err != nil {
+		// MEDIA_BENCH_CPUPROFILE=FILE: where a benchmark's worker writes
+		// its CPU profile (the last worker started wins).
+		if f := os.Getenv("MEDIA_BENCH_CPUPROFILE"); f != "" {
+			if out, err := os.Create(f); err == nil {
+				_ = pprof.StartCPUProfile(out)
+			}
+		}
+		err := RunWorker(ctx, slog.New(slog.DiscardHandler))
+		pprof.StopCPUProfile()
+		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"appliance/config"
 )
 
 // testWorker is a worker process (this test binary re-executed as one)
@@ -28,7 +30,31 @@ type testWorker struct {
 	progress []progressEntry
 }
 
+// testBatchWindow is the media.batch_window the tests' workers get unless a
+// test sets its own: the default (config owns it), or
+// MEDIA_TEST_BATCH_WINDOW (0 for the per-packet path; make test runs the
+// media tests both ways).
+func testBatchWindow(tb testing.TB) time.Duration {
+	tb.Helper()
+	v := os.Getenv("MEDIA_TEST_BATCH_WINDOW")
+	if v == "" {
+		return time.Duration(config.Defaults().Media.BatchWindow)
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > maxBatchWindow {
+		tb.Fatalf("MEDIA_TEST_BATCH_WINDOW=%q: want a duration from 0 to %v", v, maxBatchWindow)
+	}
+	return d
+}
+
 func startTestWorker(tb testing.TB, ring time.Duration) *testWorker {
+	tb.Helper()
+	return startTestWorkerWindow(tb, ring, testBatchWindow(tb))
+}
+
+// startTestWorkerWindow starts a worker that reads in batches of up to
+// window (0: per packet).
+func startTestWorkerWindow(tb testing.TB, ring, window time.Duration) *testWorker {
 	tb.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -57,7 +83,7 @@ func startTestWorker(tb testing.TB, ring time.Duration) *testWorker {
 		_ = cmd.Wait()
 	})
 	hello := helloMsg{Version: protocolVersion, ReportIntervalNs: int64(20 * time.Millisecond), StandbyRingNs: int64(ring),
-		ProgressIntervalNs: int64(5 * time.Millisecond)}
+		ProgressIntervalNs: int64(5 * time.Millisecond), BatchWindowNs: int64(window)}
 	if err := tw.fw.json(msgHello, hello, nil); err != nil {
 		tb.Fatal(err)
 	}

@@ -73,6 +73,9 @@ type Options struct {
 	// reads (ProgressOf): what each stream last forwarded, its output
 	// numbering and its replay ring.
 	ProgressInterval time.Duration
+	// BatchWindow is the longest a packet may wait in its input so that
+	// a worker reads it with others (docs/batching.md); 0: per packet.
+	BatchWindow time.Duration
 	// Command is the argv that starts a worker: normally this binary with the
 	// hidden "worker" subcommand.
 	Command []string
@@ -174,6 +177,8 @@ func NewManager(o Options) (*Manager, error) {
 		return nil, fmt.Errorf("media: report interval %v and hang timeout %v must be positive", o.ReportInterval, o.HangTimeout)
 	case o.ProgressInterval <= 0:
 		return nil, fmt.Errorf("media: progress interval %v must be positive", o.ProgressInterval)
+	case o.BatchWindow < 0 || o.BatchWindow > maxBatchWindow:
+		return nil, fmt.Errorf("media: batch window %v: want 0 to %v", o.BatchWindow, maxBatchWindow)
 	case o.StandbyRing < 0 || o.OutputAlarmAfter < 0:
 		return nil, fmt.Errorf("media: standby ring %v and output alarm delay %v must not be negative", o.StandbyRing, o.OutputAlarmAfter)
 	case len(o.Command) == 0:
@@ -230,6 +235,14 @@ func bindInput(ap netip.AddrPort, freeBind bool) (*os.File, error) {
 	c := pc.(*net.UDPConn)
 	defer c.Close()
 	setReceiveBuffer(c, 4<<20)
+	// Stamped from the start, so that what queues while a worker restarts
+	// keeps its arrival times too (read by batching workers).
+	if rc, err := c.SyscallConn(); err == nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = enableRxStamps(int(fd)) }); err != nil || serr != nil {
+			return nil, fmt.Errorf("receive stamps: %w", errors.Join(err, serr))
+		}
+	}
 	return c.File()
 }
 

@@ -168,7 +168,8 @@ func (w *mworker) start(wc *wconn, pid int) error {
 	wc.c.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	defer wc.c.SetWriteDeadline(time.Time{})
 	hello := helloMsg{Version: protocolVersion, Worker: w.id, ReportIntervalNs: int64(m.opts.ReportInterval),
-		StandbyRingNs: int64(m.opts.StandbyRing), ProgressIntervalNs: int64(m.opts.ProgressInterval)}
+		StandbyRingNs: int64(m.opts.StandbyRing), ProgressIntervalNs: int64(m.opts.ProgressInterval),
+		BatchWindowNs: int64(m.opts.BatchWindow)}
 	if err := wc.send(msgHello, hello, nil); err != nil {
 		return fmt.Errorf("sending hello: %w", err)
 	}

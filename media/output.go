@@ -18,11 +18,10 @@ import (
 //
 // Sends never block: the socket is written with MSG_DONTWAIT, and a full
 // buffer is a counted error, not a wait. All of it runs under the stream's
-// lock, which is why the raw descriptor can be used without Go's own locking.
+// lock, which is why the raw descriptor needs no locking of its own.
 type output struct {
 	addr    netip.AddrPort
-	conn    *net.UDPConn // nil while down
-	fd      int
+	fd      int // -1 while down
 	packets uint64
 	errors  uint64
 	state   uint8
@@ -31,6 +30,7 @@ type output struct {
 	badSince time.Duration
 	retryAt  time.Duration
 	backoff  time.Duration
+	noGSO    bool // a GSO send failed as unsupported: send one by one (sendRun)
 }
 
 // Retry delays for an output that could not be set up.
@@ -46,18 +46,12 @@ func newOutput(addr netip.AddrPort, now time.Duration) *output {
 }
 
 // dial sets the socket up: a connected UDP socket, so the kernel looks the
-// route up once and reports errors per destination.
+// route up once and reports errors per destination. The descriptor is a
+// plain one, not in Go's poller: sends never wait (MSG_DONTWAIT), and a
+// socket in the poller wakes the poller's thread each time a sent datagram
+// frees its buffer space, a wake-up per packet for nothing.
 func (o *output) dial(now time.Duration) {
-	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(o.addr))
-	if err == nil {
-		var rc syscall.RawConn
-		if rc, err = c.SyscallConn(); err == nil {
-			err = rc.Control(func(fd uintptr) { o.fd = int(fd) })
-		}
-		if err != nil {
-			c.Close()
-		}
-	}
+	fd, err := dialRaw(o.addr)
 	if err != nil {
 		o.fd = -1
 		o.fail(errnoOf(err), now)
@@ -66,8 +60,40 @@ func (o *output) dial(now time.Duration) {
 		o.retryAt = now + o.backoff
 		return
 	}
-	o.conn = c
+	o.fd = fd
 	o.state, o.badSince, o.backoff = outOK, 0, 0
+}
+
+// dialRaw opens a UDP socket connected to addr, as net.DialUDP would, and
+// returns its descriptor.
+func dialRaw(addr netip.AddrPort) (int, error) {
+	family := unix.AF_INET
+	var sa unix.Sockaddr
+	if a := addr.Addr().Unmap(); a.Is4() {
+		sa = &unix.SockaddrInet4{Port: int(addr.Port()), Addr: a.As4()}
+	} else {
+		family = unix.AF_INET6
+		sa6 := &unix.SockaddrInet6{Port: int(addr.Port()), Addr: a.As16()}
+		if z := a.Zone(); z != "" {
+			ifi, err := net.InterfaceByName(z)
+			if err != nil {
+				return -1, unix.ENODEV
+			}
+			sa6.ZoneId = uint32(ifi.Index)
+		}
+		sa = sa6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, unix.IPPROTO_UDP)
+	if err != nil {
+		return -1, err
+	}
+	// As Go's own UDP sockets: a broadcast destination is allowed.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_BROADCAST, 1)
+	if err := unix.Connect(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
 }
 
 func errnoOf(err error) syscall.Errno {
@@ -135,11 +161,10 @@ func (o *output) report(now time.Duration) outputReport {
 }
 
 func (o *output) close() {
-	if o.conn != nil {
-		o.conn.Close()
-		o.conn = nil
+	if o.fd >= 0 {
+		unix.Close(o.fd)
+		o.fd = -1
 	}
-	o.fd = -1
 }
 
 // errorText says what an output's errno means to an operator.

@@ -38,6 +38,9 @@ func runManager(t *testing.T, o Options) *Manager {
 		o.ProgressInterval = 5 * time.Millisecond
 	}
 	o.StandbyRing = time.Second
+	if o.BatchWindow == 0 {
+		o.BatchWindow = testBatchWindow(t)
+	}
 	o.Command = []string{os.Args[0], "-test.run=^$"}
 	o.Env = []string{benchChildEnv + "=worker"}
 	m, err := NewManager(o)

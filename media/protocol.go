@@ -27,7 +27,7 @@ import (
 
 // protocolVersion changes whenever a message changes. The parent says it in
 // hello and the worker refuses any other.
-const protocolVersion = 2
+const protocolVersion = 3
 
 // Frame types.
 const (
@@ -69,6 +69,9 @@ type helloMsg struct {
 	ReportIntervalNs   int64 `json:"report_interval_ns"`
 	StandbyRingNs      int64 `json:"standby_ring_ns"`
 	ProgressIntervalNs int64 `json:"progress_interval_ns"`
+	// BatchWindowNs: 0 reads every packet as it arrives; more, see
+	// docs/batching.md.
+	BatchWindowNs int64 `json:"batch_window_ns"`
 }
 
 type readyMsg struct {
@@ -551,6 +554,9 @@ func checkHello(h *helloMsg) error {
 	}
 	if h.ProgressIntervalNs <= 0 {
 		return fmt.Errorf("hello: progress interval %d", h.ProgressIntervalNs)
+	}
+	if h.BatchWindowNs < 0 || h.BatchWindowNs > int64(maxBatchWindow) {
+		return fmt.Errorf("hello: batch window %d", h.BatchWindowNs)
 	}
 	return nil
 }

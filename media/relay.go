@@ -172,6 +172,14 @@ func (r *relay) setClockRate(rate int) {
 // len(buf) when it was truncated) that arrived at now on the monotonic clock,
 // and returns the bytes to forward, or nil.
 func (r *relay) handle(buf []byte, n int, now time.Duration) []byte {
+	return r.handleArrived(buf, n, now, now)
+}
+
+// handleArrived is handle for a datagram read at now that the kernel
+// received at arrived (earlier, when it was read in a batch). Only the
+// jitter gauge takes arrived: everything else (the ring's ages, the input's
+// liveness, continuity) takes the read's time, as the per-packet path does.
+func (r *relay) handleArrived(buf []byte, n int, now, arrived time.Duration) []byte {
 	if kind, ok := r.check(buf, n); !ok {
 		r.malformed[kind]++
 		r.c.Malformed++
@@ -200,7 +208,7 @@ func (r *relay) handle(buf []byte, n int, now time.Duration) []byte {
 		r.renumbered()
 	}
 	if res == SeqInOrder || res == SeqDiscontinuity {
-		r.jit.Observe(int64(now), h.Timestamp)
+		r.jit.Observe(int64(arrived), h.Timestamp)
 	}
 	if h.PayloadType == PayloadTypeMP2T {
 		r.ts.Check(r.pkt.Payload)

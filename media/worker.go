@@ -66,6 +66,9 @@ type workerProc struct {
 	wmu sync.Mutex // serializes writes on ctrl
 	fw  frameWriter
 
+	// poll serves the inputs when the worker batches (batch_window > 0).
+	poll *poller
+
 	mu      sync.Mutex // guards streams and list (not the streams' own state)
 	streams map[uint32]*wstream
 	list    []*wstream // the same streams, to walk without allocating
@@ -111,6 +114,13 @@ func (w *workerProc) run(ctx context.Context, log *slog.Logger) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if window := time.Duration(w.hello.BatchWindowNs); window > 0 {
+		if w.poll, err = newPoller(w, window); err != nil {
+			return err
+		}
+		go w.poll.run()
+		defer w.poll.close() // after closeAll: the streams leave the set first
+	}
 	defer w.closeAll()
 	// Alive from before the first add: a stream that finds packets queued
 	// (a worker restarted with a backlog) must not take a zero for a stall
@@ -272,7 +282,7 @@ func (w *workerProc) add(as addStream, fd int) error {
 		unix.Close(fd)
 		return fmt.Errorf("stream %s: id %d is already here", as.Name, as.SID)
 	}
-	s, err := openWorkerStream(as, fd, time.Duration(w.hello.StandbyRingNs))
+	s, err := openWorkerStream(as, fd, time.Duration(w.hello.StandbyRingNs), time.Duration(w.hello.BatchWindowNs))
 	if err != nil {
 		return err
 	}
@@ -281,7 +291,17 @@ func (w *workerProc) add(as addStream, fd int) error {
 	w.streams[as.SID] = s
 	w.list = append(w.list, s)
 	w.mu.Unlock()
-	go s.run()
+	if s.window > 0 {
+		s.mu.Lock() // close may come at once, from closeAll
+		err := w.poll.add(s)
+		s.mu.Unlock()
+		if err != nil {
+			w.remove(as.SID)
+			return err
+		}
+	} else {
+		go s.run()
+	}
 	return nil
 }
 
@@ -514,9 +534,21 @@ type wstream struct {
 	sid  uint32
 	name string
 	in   *net.UDPConn
-	rd   *datagramReader
+	rd   *datagramReader // per packet (window 0)
 	buf  []byte
-	done chan struct{}
+	// In batches (window > 0): the input is a plain descriptor, read by
+	// the worker's poller under mu; -1 once the stream is closed.
+	fd  int
+	brd *batchReader
+	// What a batch forwards, back to back in fwdBuf, fwd the sizes, and
+	// the GSO sender for runs of one size (window > 0).
+	fwdBuf []byte
+	fwd    []int
+	fwdOff int
+	gso    *gsoSender
+	// window is media.batch_window: 0 reads each packet as it arrives.
+	window time.Duration
+	done   chan struct{}
 
 	w    *workerProc
 	mu   sync.Mutex
@@ -533,27 +565,49 @@ type wstream struct {
 	progIn    uint64 // packets in when last looked at
 }
 
-func openWorkerStream(as addStream, fd int, ring time.Duration) (*wstream, error) {
-	f := os.NewFile(uintptr(fd), as.Name)
-	if f == nil {
-		return nil, fmt.Errorf("stream %s: input descriptor %d is not open", as.Name, fd)
-	}
-	pc, err := net.FilePacketConn(f)
-	f.Close()
-	if err != nil {
-		return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
-	}
-	in, ok := pc.(*net.UDPConn)
-	if !ok {
-		pc.Close()
-		return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
-	}
-	s := &wstream{sid: as.SID, name: as.Name, in: in, buf: make([]byte, readBufSize), done: make(chan struct{}),
+func openWorkerStream(as addStream, fd int, ring, window time.Duration) (*wstream, error) {
+	s := &wstream{sid: as.SID, name: as.Name, fd: -1, window: window, done: make(chan struct{}),
 		r: newRelay(as.ClockRate, as.RewriteSSRC, as.Continuity), progDirty: true}
-	s.rd, err = newDatagramReader(in, s.buf)
-	if err != nil {
-		in.Close()
-		return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
+	if window > 0 {
+		// Batched: the poller reads the descriptor as it is.
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFSOCK {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stream %s: input descriptor %d is not an open socket", as.Name, fd)
+		}
+		if t, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE); err != nil || t != unix.SOCK_DGRAM {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
+		}
+		if err := enableRxStamps(fd); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("stream %s: input: receive stamps: %w", as.Name, err)
+		}
+		s.fd = fd
+		close(s.done)
+		s.brd = newBatchReader(batchMax, readBufSize)
+		s.fwdBuf, s.fwd, s.gso = make([]byte, batchMax*readBufSize), make([]int, 0, batchMax), newGSOSender()
+	} else {
+		f := os.NewFile(uintptr(fd), as.Name)
+		if f == nil {
+			return nil, fmt.Errorf("stream %s: input descriptor %d is not open", as.Name, fd)
+		}
+		pc, err := net.FilePacketConn(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
+		}
+		in, ok := pc.(*net.UDPConn)
+		if !ok {
+			pc.Close()
+			return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
+		}
+		s.in = in
+		s.buf = make([]byte, readBufSize)
+		if s.rd, err = newDatagramReader(in, s.buf); err != nil {
+			in.Close()
+			return nil, fmt.Errorf("stream %s: input: %w", as.Name, err)
+		}
 	}
 	if as.Role == RoleStandby {
 		s.r.setStandby(ring)
@@ -634,9 +688,18 @@ func (s *wstream) sendLocked(b []byte, now time.Duration) {
 // input, so the descriptor is really closed when close returns. The input is
 // only this worker's copy: the parent keeps its own until it removes the stream.
 func (s *wstream) close() {
-	s.in.Close()
+	if s.in != nil {
+		s.in.Close()
+	}
 	<-s.done
 	s.mu.Lock()
+	if s.fd >= 0 {
+		if s.w != nil && s.w.poll != nil {
+			s.w.poll.remove(s.fd)
+		}
+		unix.Close(s.fd)
+		s.fd = -1
+	}
 	for _, o := range s.outs {
 		o.close()
 	}

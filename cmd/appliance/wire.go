@@ -80,6 +80,7 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 	m, err := media.NewManager(media.Options{
 		Streams:          streamSpecs(cfg),
 		ProgressInterval: time.Duration(cfg.Media.ProgressInterval),
+		BatchWindow:      time.Duration(cfg.Media.BatchWindow),
 		Workers:          cfg.Media.Workers,
 		HangTimeout:      time.Duration(cfg.Media.HangTimeout),
 		ReportInterval:   time.Duration(cfg.Media.ReportInterval),
