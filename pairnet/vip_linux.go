@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -420,4 +421,16 @@ func newAddrMsgs(index int, ps []netip.Prefix) []byte {
 		binary.NativeEndian.PutUint32(ifa[4:], uint32(index))
 	}
 	return b
+}
+
+// TakeRealtime puts the calling goroutine on a thread of its own at
+// SCHED_FIFO priority prio, for work on a takeover's critical path (adding
+// a takeover's addresses) that a busy machine's ordinary threads must not
+// hold up. The thread stays locked: it ends when the goroutine does, so
+// nothing else ever runs at that priority. It reports whether the unit
+// was allowed real-time priority; without it the work runs as before.
+func TakeRealtime(prio int) bool {
+	runtime.LockOSThread()
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_FIFO, Priority: uint32(prio)}
+	return unix.SchedSetAttr(0, &attr, 0) == nil
 }

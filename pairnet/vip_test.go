@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"os"
 	"runtime"
 	"testing"
 	"time"
@@ -306,6 +307,47 @@ func TestVIPsAddAll(t *testing.T) {
 		}
 		if p.Bits() == 24 && !a.Broadcast.Equal(net.IPv4(198, 18, 0, 255)) {
 			t.Errorf("%v has broadcast %v, want 198.18.0.255", p, a.Broadcast)
+		}
+	}
+}
+
+// TestTakeRealtime: the calling goroutine's thread runs at SCHED_FIFO at
+// the priority asked, and no goroutine after it does: the thread ends with
+// the goroutine (or, on the process's main thread, is kept out of use).
+func TestTakeRealtime(t *testing.T) {
+	done := make(chan struct{})
+	var ok bool
+	var got *unix.SchedAttr
+	go func() {
+		defer close(done)
+		ok = TakeRealtime(3)
+		got, _ = unix.SchedGetAttr(0, 0)
+	}()
+	<-done
+	if !ok {
+		if os.Geteuid() == 0 {
+			t.Fatal("refused real-time priority as root")
+		}
+		t.Skip("no real-time priority for this user; run the tests as root")
+	}
+	if got == nil || got.Policy != unix.SCHED_FIFO || got.Priority != 3 {
+		t.Fatalf("the thread runs at %+v, want SCHED_FIFO 3", got)
+	}
+	for range 50 {
+		policy := make(chan uint32)
+		go func() {
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			a, err := unix.SchedGetAttr(0, 0)
+			if err != nil {
+				t.Error(err)
+				policy <- 0
+				return
+			}
+			policy <- a.Policy
+		}()
+		if p := <-policy; p == unix.SCHED_FIFO {
+			t.Fatal("a later goroutine ran at SCHED_FIFO")
 		}
 	}
 }

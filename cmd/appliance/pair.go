@@ -559,6 +559,10 @@ func (p *pairUnit) apply(ctx context.Context, batch []pairOp) {
 		holding = make(chan struct{})
 		go func() {
 			defer close(holding)
+			// In vip mode the addresses are the takeover: taken above
+			// every ordinary thread (a busy unit's scheduler held them up
+			// for tens of milliseconds), below the heartbeats.
+			pairnet.TakeRealtime(pairnet.DefaultRTPriority - 1)
 			t0 := p.u.clk.Mono()
 			p.holdVIPs(holds)
 			if len(holds) > 1 {
