@@ -3,6 +3,8 @@ package media
 import (
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"appliance/internal/clock"
 )
 
@@ -17,8 +19,10 @@ const batchMax = 16
 
 // serveLocked reads what queued in the stream's input, up to batches
 // batches of batchMax, and relays it (handleBatchLocked). It reports whether
-// datagrams are left. The poller calls it, holding the lock.
-func (s *wstream) serveLocked(batches int) bool {
+// datagrams are left. The poller calls it, holding the lock; rtOff is the
+// real-time clock's lead on the monotonic one, read once per pass
+// (realtimeOffset).
+func (s *wstream) serveLocked(batches int, rtOff time.Duration) bool {
 	for range batches {
 		if s.fd < 0 {
 			return false // removed
@@ -29,7 +33,7 @@ func (s *wstream) serveLocked(batches int) bool {
 			// the next pass finds again if it lasts.
 			return false
 		}
-		s.handleBatchLocked(n, time.Now())
+		s.handleBatchLocked(n, rtOff)
 		if n < len(s.brd.bufs) {
 			return false
 		}
@@ -38,30 +42,40 @@ func (s *wstream) serveLocked(batches int) bool {
 }
 
 // maxStampAge bounds how long ago a datagram of a batch may be taken to
-// have arrived: a stamp further back than this, or in the future (the
+// have arrived: a stamp further back than this, or after the read (the
 // real-time clock was set), counts as arrived at the read.
 const maxStampAge = 10 * time.Second
 
-// arrival turns a datagram's kernel stamp (real-time clock) into the
-// monotonic clock the jitter gauge keeps, from the time of the read: read is the
-// read's time.Now (both clocks), mono the same instant as clock.Mono. The
-// kernel stamps only on the real-time clock; the difference of two
-// real-time readings a few milliseconds apart is used, never kept.
-func arrival(stamp int64, read time.Time, mono time.Duration) time.Duration {
-	if stamp == 0 {
-		return mono
+// realtimeOffset is how far the real-time clock is ahead of the monotonic
+// clock (clock.Mono), now. The kernel stamps a datagram's arrival only on
+// the real-time clock; this turns a stamp into the monotonic clock. Read
+// once per pass of the poller (a system call), it is exact unless the
+// real-time clock is set during the pass (arrival bounds the damage).
+func realtimeOffset() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_REALTIME, &ts) != nil {
+		return 0
 	}
-	age := time.Duration(read.UnixNano() - stamp)
-	if age < 0 || age > maxStampAge {
-		return mono
+	return time.Duration(ts.Nano()) - clock.Mono()
+}
+
+// arrival is when a datagram stamped stamp (real-time ns; 0 for none)
+// arrived, on the monotonic clock, given the offset and the read's time.
+func arrival(stamp int64, rtOff, now time.Duration) time.Duration {
+	if stamp == 0 || rtOff == 0 {
+		return now
 	}
-	return mono - age
+	at := time.Duration(stamp) - rtOff
+	if at > now || now-at > maxStampAge {
+		return now
+	}
+	return at
 }
 
 // handleBatchLocked handles the first n datagrams of the batch, in arrival
-// order, and sends what they forward. read is when the batch was read; the
-// jitter gauge takes each datagram's own arrival (handleArrived).
-func (s *wstream) handleBatchLocked(n int, read time.Time) {
+// order, and sends what they forward. The jitter gauge takes each
+// datagram's own arrival (handleArrived); everything else the read's time.
+func (s *wstream) handleBatchLocked(n int, rtOff time.Duration) {
 	now := clock.Mono()
 	if !s.r.standby && s.w.stalled(now) {
 		s.holdLocked()
@@ -69,7 +83,7 @@ func (s *wstream) handleBatchLocked(n int, read time.Time) {
 	if n == 1 {
 		// Nothing to gather (the common case at a few hundred packets a
 		// second): as the per-packet path, with no copy.
-		if out := s.r.handleArrived(s.brd.bufs[0], s.brd.lens[0], now, arrival(s.brd.stamps[0], read, now)); out != nil {
+		if out := s.r.handleArrived(s.brd.bufs[0], s.brd.lens[0], now, arrival(s.brd.stamps[0], rtOff, now)); out != nil {
 			s.sendLocked(out, now)
 		}
 		return
@@ -79,7 +93,7 @@ func (s *wstream) handleBatchLocked(n int, read time.Time) {
 	// that runs of equal sizes can leave in one GSO send per output.
 	s.fwd, s.fwdOff = s.fwd[:0], 0
 	for i := range n {
-		out := s.r.handleArrived(s.brd.bufs[i], s.brd.lens[i], now, arrival(s.brd.stamps[i], read, now))
+		out := s.r.handleArrived(s.brd.bufs[i], s.brd.lens[i], now, arrival(s.brd.stamps[i], rtOff, now))
 		if out == nil {
 			continue
 		}

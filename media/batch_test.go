@@ -351,7 +351,7 @@ func TestBatchPathAllocs(t *testing.T) {
 				t.Fatal(err)
 			}
 			s.mu.Lock()
-			s.handleBatchLocked(n, time.Now())
+			s.handleBatchLocked(n, realtimeOffset())
 			s.mu.Unlock()
 			got += n
 		}

@@ -150,9 +150,10 @@ func (p *poller) serve(n int) (backlog, stop bool) {
 		p.ready = p.ready[:0]
 		return false, true
 	}
+	rtOff := realtimeOffset()
 	for _, s := range p.ready {
 		s.mu.Lock()
-		if s.serveLocked(pollBatches) {
+		if s.serveLocked(pollBatches, rtOff) {
 			backlog = true
 		}
 		s.mu.Unlock()

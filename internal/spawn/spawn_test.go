@@ -13,10 +13,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// child is a started process and its one waiter.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the process has ended
+}
+
 // startOnThreadThatEnds starts `sleep 60` with a parent-death signal, by
 // start, from a goroutine locked to its thread, then lets that goroutine end
 // locked, so that the runtime ends the thread, and waits until it has.
-func startOnThreadThatEnds(t *testing.T, start func(*exec.Cmd) error) *exec.Cmd {
+func startOnThreadThatEnds(t *testing.T, start func(*exec.Cmd) error) child {
 	t.Helper()
 	cmd := exec.Command("sleep", "60")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -43,11 +49,13 @@ func startOnThreadThatEnds(t *testing.T, start func(*exec.Cmd) error) *exec.Cmd 
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	c := child{cmd: cmd, done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); close(c.done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-c.done })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := os.Stat(gone); errors.Is(err, os.ErrNotExist) {
-			return cmd
+			return c
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the locked thread did not end in 10s")
@@ -56,12 +64,10 @@ func startOnThreadThatEnds(t *testing.T, start func(*exec.Cmd) error) *exec.Cmd 
 	}
 }
 
-// exited reports whether cmd's process ended within d.
-func exited(cmd *exec.Cmd, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+// exited reports whether the child's process ended within d.
+func exited(c child, d time.Duration) bool {
 	select {
-	case <-done:
+	case <-c.done:
 		return true
 	case <-time.After(d):
 		return false
@@ -82,6 +88,6 @@ func TestChildOutlivesTheForkingGoroutine(t *testing.T) {
 	// The signal is sent as the thread ends, which has happened: a second
 	// is ample for the child to be gone if it was sent.
 	if exited(spawned, time.Second) {
-		t.Fatalf("a child started through Start died when the goroutine that asked for it ended: %v", spawned.ProcessState)
+		t.Fatalf("a child started through Start died when the goroutine that asked for it ended: %v", spawned.cmd.ProcessState)
 	}
 }
