@@ -455,7 +455,8 @@ func TestSendRunCountsPerDatagram(t *testing.T) {
 // real spacing, not the batch's. Twelve packets 10 ms apart, their RTP
 // timestamps following the send times, are queued before the worker takes
 // the stream, so it reads them in one batch: a gauge fed the read's time
-// for all would show about 5 ms of jitter; with the stamps it stays near 0.
+// for all would show about 5 ms of jitter; with the stamps it stays near 0
+// (under 2.5 ms even if the sender was held up once).
 func TestBatchArrivalTimes(t *testing.T) {
 	t.Parallel()
 	tw := startTestWorkerWindow(t, 0, time.Millisecond)
@@ -491,7 +492,7 @@ func TestBatchArrivalTimes(t *testing.T) {
 	for {
 		sr := tw.stream(1)
 		if sr.Counters.PacketsIn == count {
-			if sr.Counters.JitterMs > 1 {
+			if sr.Counters.JitterMs > 2.5 { // half of what the read time would give: room for a late send on a busy machine
 				t.Errorf("jitter %.2f ms for packets as evenly spaced as their timestamps: the batch's read time was taken for their arrival", sr.Counters.JitterMs)
 			}
 			return
