@@ -4,12 +4,18 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 BIN     := bin/appliance
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build run test test-short bench lint fuzz clean lab lab-density lab-starvation
+.PHONY: all build run test test-short bench lint fuzz clean lab lab-density lab-starvation image
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/appliance
+
+# The disk image a unit is flashed with (root: mmdebstrap and chroot; see
+# docs/image.md): GPT, systemd-boot, root slots A and B, the data partition.
+image:
+	mkdir -p build
+	VERSION=$(VERSION) image/build.sh build/appliance.img
 
 # Runs the unit on the embedded demo config: no root needed, status on http://127.0.0.1:8080.
 run: build
@@ -81,4 +87,4 @@ fuzz:
 	done
 
 clean:
-	rm -rf bin
+	rm -rf bin build
