@@ -134,6 +134,16 @@ find "$root" "$esp" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 export E2FSPROGS_FAKE_TIME=$SOURCE_DATE_EPOCH
 mkfs.ext4 -q -F -L root-a -U "$roota_fs" -E "hash_seed=$roota_fs,lazy_itable_init=0" \
 	-d "$root" "$work/root-a.ext4" "${root_mib}M"
+# mke2fs -d copies each file's ctime, which no tool can set: set them all
+# to SOURCE_DATE_EPOCH with debugfs, by path, in one batch.
+stamp=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d%H%M%S)
+(cd "$root" && find . -mindepth 1 | sort | sed 's|^\.||; s|"|\\"|g' | while IFS= read -r p; do
+	printf 'sif "%s" ctime %s\n' "$p" "$stamp"
+done; printf 'sif / ctime %s\n' "$stamp") >"$work/ctime.debugfs"
+debugfs -w -f "$work/ctime.debugfs" "$work/root-a.ext4" >/dev/null 2>"$work/ctime.err"
+if grep -v '^debugfs ' "$work/ctime.err" | grep -q .; then
+	echo "image/build.sh: debugfs could not set every ctime:" >&2; head "$work/ctime.err" >&2; exit 1
+fi
 mkdir "$work/data-empty"
 touch -d "@$SOURCE_DATE_EPOCH" "$work/data-empty"
 mkfs.ext4 -q -F -L appliance-data -U "$data_fs" -E "hash_seed=$data_fs,lazy_itable_init=0" \
