@@ -67,11 +67,16 @@ mkdir -p "$cache"
 dpkgopts=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
 	--dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/info/*'
 	--dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/lintian/*')
-key=$(printf '%s|%s|%s' "$packages" "${dpkgopts[*]}" "$SOURCE_DATE_EPOCH" | sha256sum | cut -c1-12)
+# The Debian root's own clock is fixed, not the commit's: the cache then
+# serves every commit, and what mmdebstrap writes from the clock (shadow's
+# last-change day, the initrd's cpio) does not change with the commit. The
+# commit's time is applied to every file afterwards.
+debian_epoch=1795132800 # 2026-11-19 00:00 UTC
+key=$(printf '%s|%s|%s' "$packages" "${dpkgopts[*]}" "$debian_epoch" | sha256sum | cut -c1-12)
 tarball=$cache/image-bookworm-$key.tar
 if [ ! -e "$tarball" ]; then
 	echo "image: mmdebstrap (cached as $tarball)" >&2
-	mmdebstrap --variant=minbase --format=tar --include="$packages" "${dpkgopts[@]}" \
+	SOURCE_DATE_EPOCH=$debian_epoch mmdebstrap --variant=minbase --format=tar --include="$packages" "${dpkgopts[@]}" \
 		bookworm "$tarball.tmp" >&2
 	mv "$tarball.tmp" "$tarball"
 fi

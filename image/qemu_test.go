@@ -113,6 +113,9 @@ func TestHardwareWatchdogReset(t *testing.T) {
 		"-kernel", kernels[0], "-initrd", initrds[0],
 		"-append", "console=ttyS0 root=/dev/vda rw panic=-1",
 		"-drive", "file="+disk+",format=raw,if=virtio",
+		// Entropy for the guest: without it, a loaded host once left udev
+		// waiting 208 s in getrandom.
+		"-device", "virtio-rng-pci",
 		"-device", "i6300esb", "-action", "watchdog=reset",
 		"-serial", "file:"+serial, "-monitor", "none",
 		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080", port))

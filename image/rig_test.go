@@ -36,7 +36,14 @@ func needRig(t *testing.T, tools ...testutil.Tool) {
 	testutil.NeedTools(t, append(tools, testutil.Tool{Name: "mmdebstrap", Package: "mmdebstrap"})...)
 }
 
-func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+func TestMain(m *testing.M) {
+	code := testutil.Main(m)
+	if binPath != "" {
+		// The binary applianceBinary built: about 12 MB per run otherwise left in /tmp.
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
 
 // repoRoot is the repository's top directory.
 func repoRoot(t *testing.T) string {
