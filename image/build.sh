@@ -98,6 +98,9 @@ mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/appliance.service "$root/etc/systemd/system/multi-user.target.wants/appliance.service"
 ln -sf /etc/systemd/system/appliance-firstboot.service "$root/etc/systemd/system/multi-user.target.wants/appliance-firstboot.service"
 ln -sf /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+# Nothing an appliance does not need: the unit is updated slot by slot,
+# never by apt, and its root is read-only.
+rm -f "$root"/etc/systemd/system/timers.target.wants/{apt-daily.timer,apt-daily-upgrade.timer,dpkg-db-backup.timer,e2scrub_all.timer}
 printf 'appliance\n' >"$root/etc/hostname"
 printf '%s\n' "$VERSION" >"$root/etc/appliance/image-version"
 # The root is read-only at run time: users are made now, machine-id is
