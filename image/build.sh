@@ -74,12 +74,15 @@ dpkgopts=(--dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr
 debian_epoch=1795132800 # 2026-11-19 00:00 UTC
 key=$(printf '%s|%s|%s' "$packages" "${dpkgopts[*]}" "$debian_epoch" | sha256sum | cut -c1-12)
 tarball=$cache/image-bookworm-$key.tar
+exec 9>"$tarball.lock" # one mmdebstrap per tarball, however many builds and tests run
+flock 9
 if [ ! -e "$tarball" ]; then
 	echo "image: mmdebstrap (cached as $tarball)" >&2
 	SOURCE_DATE_EPOCH=$debian_epoch mmdebstrap --variant=minbase --format=tar --include="$packages" "${dpkgopts[@]}" \
 		bookworm "$tarball.tmp" >&2
 	mv "$tarball.tmp" "$tarball"
 fi
+flock -u 9
 tar -xf "$tarball" -C "$root"
 
 # 3. The appliance, its unit enabled, its user, its udev rule, its config.
