@@ -91,7 +91,6 @@ install -D -m 0644 image/appliance.service "$root/etc/systemd/system/appliance.s
 install -D -m 0644 image/appliance.sysusers "$root/usr/lib/sysusers.d/appliance.conf"
 install -D -m 0644 image/60-appliance-watchdog.rules "$root/usr/lib/udev/rules.d/60-appliance-watchdog.rules"
 install -D -m 0644 image/appliance.yaml "$root/etc/appliance/appliance.yaml"
-install -D -m 0644 image/rootfs/appliance-unit-config.conf "$root/etc/systemd/system/appliance.service.d/unit-config.conf"
 install -D -m 0644 image/rootfs/appliance-firstboot.service "$root/etc/systemd/system/appliance-firstboot.service"
 install -D -m 0644 image/rootfs/journald.conf "$root/etc/systemd/journald.conf.d/appliance.conf"
 install -D -m 0644 image/rootfs/system.conf "$root/etc/systemd/system.conf.d/appliance.conf"
