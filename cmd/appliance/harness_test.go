@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(loadgenEnv); spec != "" {
 		os.Exit(loadgen(spec))
 	}
-	dir, err := os.MkdirTemp("", "appliance-e2e")
+	dir, err := testutil.BuildDir("appliance-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
