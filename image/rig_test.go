@@ -38,9 +38,13 @@ func needRig(t *testing.T, tools ...testutil.Tool) {
 
 func TestMain(m *testing.M) {
 	code := testutil.Main(m)
+	// What the run built: the binary (about 12 MB) and the image (about
+	// 660 MB), otherwise left in /tmp.
 	if binPath != "" {
-		// The binary applianceBinary built: about 12 MB per run otherwise left in /tmp.
 		os.RemoveAll(filepath.Dir(binPath))
+	}
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
 	}
 	os.Exit(code)
 }
@@ -66,7 +70,7 @@ var (
 func applianceBinary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "appliance-rig-bin-")
+		dir, err := testutil.BuildDir("appliance-rig-bin")
 		if err != nil {
 			binErr = err
 			return
