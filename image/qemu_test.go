@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,6 +122,8 @@ func TestHardwareWatchdogReset(t *testing.T) {
 		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080", port))
 	var qout testutil.SyncBuffer
 	qemu.Stdout, qemu.Stderr = &qout, &qout
+	// QEMU goes with the test, even one killed before its cleanup.
+	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	if err := qemu.Start(); err != nil {
 		t.Fatal(err)
