@@ -78,8 +78,22 @@ func theImage(t *testing.T) (img, version string) {
 	return builtImg, imageVersion
 }
 
-// buildImage runs image/build.sh into img at imageVersion, with the
-// commit's SOURCE_DATE_EPOCH as make image has it.
+// sourceDateEpoch is the SOURCE_DATE_EPOCH of every build in a run: the
+// commit's time when the run began, as make image takes it, read once so
+// that a commit made during the run does not make two builds differ.
+var sourceDateEpoch = sync.OnceValue(func() string {
+	if e := os.Getenv("SOURCE_DATE_EPOCH"); e != "" {
+		return e
+	}
+	out, err := exec.Command("git", "-C", "..", "log", "-1", "--format=%ct").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+})
+
+// buildImage runs image/build.sh into img at imageVersion and
+// sourceDateEpoch.
 func buildImage(t *testing.T, img string) error {
 	t.Helper()
 	for _, f := range []struct{ path, pkg string }{
@@ -95,6 +109,9 @@ func buildImage(t *testing.T, img string) error {
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "image/build.sh"), img)
 	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "VERSION="+imageVersion)
+	if e := sourceDateEpoch(); e != "" {
+		cmd.Env = append(cmd.Env, "SOURCE_DATE_EPOCH="+e)
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	start := time.Now()
