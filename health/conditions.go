@@ -112,6 +112,9 @@ var (
 	WatchdogUnavailable = Kind{Name: "watchdog.unavailable", Severity: Critical,
 		Raised: "`watchdog.device` is set but cannot be opened; the message says why (busy: systemd's `RuntimeWatchdogSec=`; missing: driver not loaded)",
 		Clears: "the service restarts with it available"}
+	UnitConfigInvalid = Kind{Name: "unit-config.invalid", Severity: Critical,
+		Raised: "the unit's own config (`--unit-config`, on the data partition) is there but cannot be read or has problems; the unit runs on the default config (`--config`) and carries none of its own streams; the message names the file and every problem with its line",
+		Clears: "a reload or restart finds the file good, or gone"}
 	StateUnwritable = Kind{Name: "state.unwritable", Severity: Warning,
 		Raised: "the boot record in `unit.state_dir` cannot be written (the boot is still counted and shown)",
 		Clears: "a retry, every 10 s, succeeds"}
@@ -154,7 +157,7 @@ var kinds = []Kind{
 	Temp, SensorUnreadable, SensorNone,
 	PowerMainsLost, PSUFailed, PowerOnBattery, PowerBatteryLow, PSUUnreadable,
 	LinkDown, LinkMissing,
-	SupervisorGaveUp, WatchdogUnavailable, StateUnwritable,
+	SupervisorGaveUp, WatchdogUnavailable, UnitConfigInvalid, StateUnwritable,
 	StreamFailed, OutputFailing,
 	PairPeerLost, PairPathDown, PairMismatch, PairAuth, PairCannotHandOver, PairOverCapacity,
 	PairFenced, PairWitnessUnreachable, PairNoRealtime,

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -113,11 +114,16 @@ func TestHardwareWatchdogReset(t *testing.T) {
 		"-kernel", kernels[0], "-initrd", initrds[0],
 		"-append", "console=ttyS0 root=/dev/vda rw panic=-1",
 		"-drive", "file="+disk+",format=raw,if=virtio",
+		// Entropy for the guest: without it, a loaded host once left udev
+		// waiting 208 s in getrandom.
+		"-device", "virtio-rng-pci",
 		"-device", "i6300esb", "-action", "watchdog=reset",
 		"-serial", "file:"+serial, "-monitor", "none",
 		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080", port))
 	var qout testutil.SyncBuffer
 	qemu.Stdout, qemu.Stderr = &qout, &qout
+	// QEMU goes with the test, even one killed before its cleanup.
+	qemu.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	start := time.Now()
 	if err := qemu.Start(); err != nil {
 		t.Fatal(err)

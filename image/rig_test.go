@@ -36,7 +36,18 @@ func needRig(t *testing.T, tools ...testutil.Tool) {
 	testutil.NeedTools(t, append(tools, testutil.Tool{Name: "mmdebstrap", Package: "mmdebstrap"})...)
 }
 
-func TestMain(m *testing.M) { os.Exit(testutil.Main(m)) }
+func TestMain(m *testing.M) {
+	code := testutil.Main(m)
+	// What the run built: the binary (about 12 MB) and the image (about
+	// 660 MB), otherwise left in /tmp.
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
 
 // repoRoot is the repository's top directory.
 func repoRoot(t *testing.T) string {
@@ -59,7 +70,7 @@ var (
 func applianceBinary(t *testing.T) string {
 	t.Helper()
 	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "appliance-rig-bin-")
+		dir, err := testutil.BuildDir("appliance-rig-bin")
 		if err != nil {
 			binErr = err
 			return

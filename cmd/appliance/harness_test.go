@@ -33,7 +33,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(loadgenEnv); spec != "" {
 		os.Exit(loadgen(spec))
 	}
-	dir, err := os.MkdirTemp("", "appliance-e2e")
+	dir, err := testutil.BuildDir("appliance-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -177,6 +177,12 @@ func noDemoPorts(t testing.TB, cfg, listen string) {
 // whatever the config puts there) chosen by the caller.
 func startUnitIn(t testing.TB, dir, cfg string) *unitProc {
 	t.Helper()
+	return startUnitArgs(t, dir, cfg)
+}
+
+// startUnitArgs is startUnitIn with more arguments to `appliance run`.
+func startUnitArgs(t testing.TB, dir, cfg string, args ...string) *unitProc {
+	t.Helper()
 	path := filepath.Join(dir, "unit.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -185,7 +191,7 @@ func startUnitIn(t testing.TB, dir, cfg string) *unitProc {
 	noDemoPorts(t, cfg, api)
 	u := &unitProc{t: t, api: "http://" + api, logs: &testutil.SyncBuffer{}, waited: make(chan error, 1),
 		dir: dir, config: path, socket: filepath.Join(dir, "control.sock")}
-	u.cmd = exec.Command(bin, "run", "--config", path, "--listen", api)
+	u.cmd = exec.Command(bin, append([]string{"run", "--config", path, "--listen", api}, args...)...)
 	u.cmd.Stdout, u.cmd.Stderr = u.logs, u.logs
 	u.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := u.cmd.Start(); err != nil {

@@ -66,9 +66,9 @@ type command struct {
 // function rather than a variable: the commands look themselves up here.
 func commands() []command {
 	return []command{
-		{name: "run", synopsis: "[--config FILE] [--listen IP:PORT]",
+		{name: "run", synopsis: "[--config FILE [--unit-config FILE]] [--listen IP:PORT]",
 			what: "run the unit; without --config, the embedded demo", run: cmdRun},
-		{name: "check", synopsis: "--config FILE",
+		{name: "check", synopsis: "--config FILE [--unit-config FILE]",
 			what: "validate a config file: every problem with its line, as run would refuse it", run: cmdCheck},
 		{name: "reload", synopsis: "[--socket PATH | --config FILE] [--json]",
 			what: "apply the config file of a running unit again, live", run: cmdReload},

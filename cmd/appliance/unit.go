@@ -62,18 +62,49 @@ func machineEnv() config.Env {
 func cmdCheck(_ context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("check", stdout, stderr)
 	path := fs.String("config", "", "check the config `FILE` (required)")
+	unitPath := fs.String("unit-config", "", "check the unit's own config `FILE` too, as run --unit-config would take it")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *path == "" {
 		return fs.usageError("--config FILE is required")
 	}
-	cfg, err := loadConfig(*path, stderr)
+	if *unitPath == "" {
+		cfg, err := loadConfig(*path, stderr)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, "ok:", cfg.Summary())
+		return nil
+	}
+	// Run would start on the default rather than refuse a bad unit config;
+	// check says so and fails, so that the file is fixed before it is used.
+	c, err := loadChoice(*path, *unitPath, stderr)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintln(stdout, "ok:", cfg.Summary())
+	if c.Fallback() {
+		fmt.Fprintln(stderr, c.UnitErr)
+		fmt.Fprintf(stderr, "%s cannot be used: run --unit-config would start on %s instead and carry none of this unit's streams\n", *unitPath, *path)
+		return errReported
+	}
+	if c.Path != *unitPath {
+		fmt.Fprintf(stdout, "ok: no %s; run uses %s: %s\n", *unitPath, c.Path, c.Config.Summary())
+		return nil
+	}
+	fmt.Fprintln(stdout, "ok:", c.Config.Summary())
 	return nil
+}
+
+// loadChoice chooses between the default config and the unit's own
+// (config.LoadUnit), and prints the default's problems if it has any.
+func loadChoice(path, unitPath string, stderr io.Writer) (config.Choice, error) {
+	c, err := config.LoadUnit(path, unitPath, machineEnv())
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return c, errReported
+	}
+	return c, nil
 }
 
 func cmdWorker(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -88,6 +119,7 @@ func cmdWorker(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("run", stdout, stderr)
 	path := fs.String("config", "", "run the config `FILE` (default: the embedded demo)")
+	unitPath := fs.String("unit-config", "", "the unit's own config `FILE`, used instead of --config when present; when it cannot be used the unit runs on --config and says why")
 	listen := fs.String("listen", "", "the status page and API on `IP:PORT`, instead of status.listen")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -103,10 +135,24 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return fs.usageError("%v", err)
 		}
 	}
-	cfg, err := loadConfig(*path, stderr)
-	if err != nil {
-		return err
+	if *unitPath != "" && *path == "" {
+		return fs.usageError("--unit-config FILE needs --config FILE: the default it falls back on")
 	}
+	choice := config.Choice{Path: *path}
+	if *unitPath == "" {
+		cfg, err := loadConfig(*path, stderr)
+		if err != nil {
+			return err
+		}
+		choice.Config = cfg
+	} else {
+		c, err := loadChoice(*path, *unitPath, stderr)
+		if err != nil {
+			return err
+		}
+		choice = c
+	}
+	cfg := choice.Config
 	if *listen != "" {
 		cfg.Status.Listen = *listen
 	}
@@ -126,10 +172,11 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if err != nil {
 		argv0 = os.Args[0]
 	}
-	u, err := newUnit(cfg, *path, "/proc/self/exe", argv0, clock.Real(), log)
+	u, err := newUnit(cfg, configFiles{path: *path, unit: *unitPath}, "/proc/self/exe", argv0, clock.Real(), log)
 	if err != nil {
-		return listenHint(err, *path, *listen)
+		return listenHint(err, choice.Path, *listen)
 	}
+	u.unitConfigChosen(choice)
 	return u.run(ctx)
 }
 

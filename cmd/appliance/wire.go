@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -41,7 +42,7 @@ const (
 // unit is the wired appliance: one instance per `appliance run`.
 type unit struct {
 	cfg     *config.Config
-	path    string // config file, "" for the embedded default
+	files   configFiles
 	listen  string // the status API address in use
 	log     *slog.Logger
 	clk     clock.Clock
@@ -68,8 +69,14 @@ type unit struct {
 	gaveUp   atomic.Bool
 }
 
-func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *slog.Logger) (*unit, error) {
-	u := &unit{cfg: cfg, path: path, listen: cfg.Status.Listen, log: log, clk: clk, started: clk.Now(), exe: exe, argv0: argv0,
+// configFiles are the files a unit's config comes from.
+type configFiles struct {
+	path string // --config: the default, or the only file; "" for the embedded demo
+	unit string // --unit-config: the unit's own, used instead of path when present and good; "" for none
+}
+
+func newUnit(cfg *config.Config, files configFiles, exe, argv0 string, clk clock.Clock, log *slog.Logger) (*unit, error) {
+	u := &unit{cfg: cfg, files: files, listen: cfg.Status.Listen, log: log, clk: clk, started: clk.Now(), exe: exe, argv0: argv0,
 		events: supervisor.NewEventLog(1024), health: health.NewTracker(clk, log)}
 
 	u.running.Store(cfg)
@@ -377,22 +384,56 @@ func (u *unit) run(ctx context.Context) error {
 // reloadOnSignal answers SIGHUP the way `appliance reload` is answered.
 func (u *unit) reloadOnSignal() { _, _ = u.Reload(context.Background()) }
 
-// Reload implements control.Actions: it reads the config file again and
-// applies its streams live. Streams that did not change are not touched. A
-// file with problems changes nothing; the error lists every problem with its
-// line. Other changed settings are named: only a restart applies them.
+// unitConfigChosen reports which file the unit runs on, and raises
+// unit-config.invalid when its own file is there but unusable: the unit then
+// runs on the default, alive and feeding its watchdogs, carrying nothing of
+// its own, and the API says what is wrong with the file and what to do.
+func (u *unit) unitConfigChosen(c config.Choice) {
+	if u.files.unit == "" {
+		return
+	}
+	if !c.Fallback() {
+		u.health.Clear(health.UnitConfigInvalid.Name)
+		u.log.Info("config", "file", c.Path)
+		return
+	}
+	u.health.Set(health.UnitConfigInvalid.Name, health.Critical, unitConfigProblem(u.files, c.UnitErr))
+	u.log.Error("the unit's own config cannot be used; running on the default, carrying none of its streams",
+		"unit_config", u.files.unit, "default", u.files.path, "problems", c.UnitErr.Error())
+}
+
+// unitConfigProblem is the operator's message for a unit config that cannot
+// be used: which file, every problem, what the unit does meanwhile and what
+// to do.
+func unitConfigProblem(f configFiles, err error) string {
+	return fmt.Sprintf("the unit's config %s cannot be used, so this unit runs on the default %s and carries none of its own streams: %v; "+
+		"fix or replace the file (`appliance check --config %s --unit-config %s` lists every problem), then restart the service (systemctl restart appliance)",
+		f.unit, f.path, strings.ReplaceAll(err.Error(), "\n", "; "), f.path, f.unit)
+}
+
+// Reload implements control.Actions: it reads the config file again (with a
+// unit config: chooses again between it and the default) and applies its
+// streams live. Streams that did not change are not touched. A file with
+// problems changes nothing; the error lists every problem with its line.
+// Other changed settings are named: only a restart applies them.
 func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
-	if u.path == "" {
+	if u.files.path == "" {
 		return control.ReloadResult{}, errors.New("the unit runs on the embedded demo config; there is no file to reload (start it with --config FILE)")
 	}
 	u.reloadMu.Lock()
 	defer u.reloadMu.Unlock()
 	var out control.ReloadResult
+	var chosen config.Choice
 	err := u.keeper.Reloading(func() error {
-		cfg, err := config.LoadEnv(u.path, machineEnv())
+		c, err := config.LoadUnit(u.files.path, u.files.unit, machineEnv())
 		if err != nil {
 			return err
 		}
+		if c.Fallback() {
+			return fmt.Errorf("%w\n%s cannot be used: nothing changed (fix it and reload again)", c.UnitErr, u.files.unit)
+		}
+		chosen = c
+		cfg := c.Config
 		cur := u.running.Load()
 		cfg.Status.Listen = u.listen // --listen outranks the file, as at start
 		if u.pair != nil {
@@ -418,6 +459,7 @@ func (u *unit) Reload(ctx context.Context) (control.ReloadResult, error) {
 		u.log.Error("reload: nothing changed", "problems", err.Error())
 		return out, err
 	}
+	u.unitConfigChosen(chosen)
 	u.log.Info("reload applied", "added", out.Added, "removed", out.Removed, "changed", out.Changed,
 		"failed", out.Failed, "restart_needed", out.RestartNeeded)
 	return out, nil
