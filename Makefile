@@ -17,8 +17,10 @@ image:
 	mkdir -p build
 	VERSION=$(VERSION) image/build.sh build/appliance.img
 
-# Boots build/appliance.img under QEMU (root; OVMF, the i6300esb watchdog):
-# the API answers, and the same image comes up as another unit from a credential.
+# Boots build/appliance.img under QEMU (root; OVMF, the i6300esb watchdog): two
+# units from one image (per-unit configs from credentials), RTP through a
+# forwarded port, the appliance frozen and the box reset by the watchdog, and
+# after it a corrupt unit config on the data partition reported by the API.
 image-test:
 	APPLIANCE_IMAGE=$(CURDIR)/build/appliance.img $(GO) test -count=1 -run '^TestImageBoots$$' -v -timeout 20m ./image/
 
