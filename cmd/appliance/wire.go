@@ -56,6 +56,7 @@ type unit struct {
 	ctl     *control.Server
 	keeper  *watchdog.Keeper
 	pair    *pairUnit         // nil on a unit that runs alone
+	updater *updater          // nil on a unit that does not run from the image
 	held    chan []media.Held // a paired unit's held streams, for the pair loop
 	exe     string            // this binary, for its children (workers, the pair beacon)
 	argv0   string            // the name ps shows them under
@@ -173,6 +174,18 @@ func newUnit(cfg *config.Config, path, exe, argv0 string, clk clock.Clock, log *
 		Name: "root", Strategy: supervisor.OneForOne, Intensity: rootIntensity, Period: rootPeriod,
 		Heartbeat: rootHeartbeat, Clock: clk, Events: events, Logger: log,
 	}, children...)
+
+	if up := newUpdater(cfg.Unit.StateDir, clk, log); up != nil {
+		dev := cfg.Watchdog.Device
+		up.healthy = func() (bool, string) { return unitHealthy(u.Report(), dev) }
+		if u.pair != nil {
+			up.handover = streamsToPeer(u.media.Streams, func(ctx context.Context, stream string) error {
+				_, err := unitActions{u}.Handover(ctx, stream)
+				return err
+			})
+		}
+		u.updater = up
+	}
 
 	if err := u.openWatchdog(); err != nil {
 		if u.pair != nil {
@@ -326,6 +339,9 @@ func (u *unit) run(ctx context.Context) error {
 	ctlDone := make(chan error, 1)
 	go func() { ctlDone <- u.ctl.Serve(apiCtx) }()
 	go u.keepBootRecord(apiCtx)
+	if u.updater != nil {
+		u.updater.start(apiCtx)
+	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
@@ -494,6 +510,9 @@ func (u *unit) Report() status.Report {
 	}
 	if u.pair != nil {
 		u.pair.report(&rep)
+	}
+	if u.updater != nil {
+		rep.Slots = u.updater.snapshot()
 	}
 	return rep
 }
