@@ -69,12 +69,12 @@ start=$(date +%s)
 CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 	-ldflags "-s -w -buildid= -X main.version=$VERSION" -o "$work/appliance" ./cmd/appliance
 go build -o "$work/mkbundle" ./update/mkbundle
-key=${UPDATE_KEY:-${out%.img}.update-key.pem}
-if [ -z "${UPDATE_KEY:-}" ] && [ ! -e "$key" ]; then
-	echo "image: UPDATE_KEY unset: a development update key made as $key" >&2
-	"$work/mkbundle" key "$key" "$work/update.pub"
+update_key=${UPDATE_KEY:-${out%.img}.update-key.pem}
+if [ -z "${UPDATE_KEY:-}" ] && [ ! -e "$update_key" ]; then
+	echo "image: UPDATE_KEY unset: a development update key made as $update_key" >&2
+	"$work/mkbundle" key "$update_key" "$work/update.pub"
 fi
-"$work/mkbundle" pub "$key" "$work/update.pub"
+"$work/mkbundle" pub "$update_key" "$work/update.pub"
 
 # 2. Debian bookworm, minbase, no documentation, cached on the package list
 # (and the exclusions) so that CI builds it once.
@@ -222,11 +222,13 @@ mv "$out.tmp" "$out"
 # What went in, for the record.
 chroot "$root" dpkg-query -W -f '${Package} ${Version} ${Architecture}\n' | sort >"${out%.img}.packages"
 
-# 7. The update bundle: slot A's root file system, shrunk to its minimum
-# (an update writes only that much), its kernel and initrd, signed.
-cp --sparse=always "$work/root-a.ext4" "$work/rootfs.ext4"
-e2fsck -f -y "$work/rootfs.ext4" >/dev/null
-resize2fs -M "$work/rootfs.ext4" >/dev/null 2>&1
-"$work/mkbundle" bundle "$key" "$VERSION" "$work/rootfs.ext4" "$esp/a/vmlinuz" "$esp/a/initrd.img" "${out%.img}-$VERSION.bundle"
+# 7. The update bundle: slot A's root file system made again at the size
+# its files need (an update writes only that much, not the whole slot),
+# its kernel and initrd, signed.
+rootfs_mib=$(( $(du -sm "$root" | cut -f1) * 105 / 100 + 48 ))
+mkfs.ext4 -q -F -L root -U "$roota_fs" -E "hash_seed=$roota_fs,lazy_itable_init=0" \
+	-d "$root" "$work/rootfs.ext4" "${rootfs_mib}M"
+debugfs -w -f "$work/ctime.debugfs" "$work/rootfs.ext4" >/dev/null 2>"$work/ctime.err"
+"$work/mkbundle" bundle "$update_key" "$VERSION" "$work/rootfs.ext4" "$esp/a/vmlinuz" "$esp/a/initrd.img" "${out%.img}-$VERSION.bundle"
 echo "image: update bundle ${out%.img}-$VERSION.bundle ($(du -m --apparent-size "${out%.img}-$VERSION.bundle" | cut -f1) MiB)" >&2
 echo "image: $out ($total_mib MiB, $(du -m "$out" | cut -f1) MiB used), version $VERSION, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH, $(($(date +%s) - start)) s" >&2
