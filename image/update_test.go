@@ -28,15 +28,19 @@ import (
 )
 
 // TestImageUpdate: the image updated under QEMU, every case of
-// docs/image.md's "Update and rollback" in two runs of the VM:
+// docs/image.md's "Update and rollback" in two runs of the VM. A full
+// bundle crosses QEMU's user network at a few MB/s under TCG, twice per
+// update (the check, then the write): only the two updates that must boot
+// carry the full root.
 //
-//  1. slot A boots; a bundle signed by another key, and one with a byte
-//     changed, are refused and slot B's bytes stay as they were; a bundle
-//     whose appliance cannot start is written to B, tried once, and the
-//     unit comes back on A by itself, the API saying why; then a good
-//     bundle is written and QEMU is killed in the middle of the write.
-//  2. the same disk boots A again (the API says the update was
-//     interrupted); the good bundle is written, B is tried, healthy and
+//  1. slot A boots; a bundle signed by another key, and one with a byte of
+//     its root image changed, are refused and slot B's bytes stay as they
+//     were; then QEMU is killed in the middle of writing a bundle (a small
+//     one: its root image is 64 MiB that would never boot).
+//  2. the same disk boots A again, the API saying the update was
+//     interrupted; a bundle whose appliance cannot start is written to B,
+//     tried once, and the unit comes back on A by itself, the API saying
+//     why; then the good bundle is written, B is tried, healthy and
 //     committed, and the API shows its version.
 func TestImageUpdate(t *testing.T) {
 	needRig(t, append(imageTools, testutil.Tool{Name: "resize2fs", Package: "e2fsprogs"})...)
@@ -61,14 +65,28 @@ func TestImageUpdate(t *testing.T) {
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
 	badSig := writeBundle(t, dir, "update-badsig", parts, otherKey)
 	badHash := filepath.Join(dir, "update-badhash.bundle")
-	b, err := os.ReadFile(good)
-	if err != nil {
+	// The root image's first byte (update's own tests change the last
+	// byte of the last part: refused all the same, after reading it all).
+	if err := exec.Command("cp", good, badHash).Run(); err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)-1] ^= 0xff // the last byte of the last part: found only by reading it all
-	if err := os.WriteFile(badHash, b, 0o644); err != nil {
+	if f, err := os.OpenFile(badHash, os.O_RDWR, 0); err != nil {
+		t.Fatal(err)
+	} else {
+		off := headerSize(t, good)
+		one := []byte{0}
+		_, _ = f.ReadAt(one, off)
+		one[0] ^= 0xff
+		if _, err := f.WriteAt(one, off); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	junk := filepath.Join(dir, "junk.rootfs")
+	if err := os.WriteFile(junk, bytes.Repeat([]byte("never boots "), 64<<20/12), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	small := writeBundle(t, dir, "update-small", map[string]string{"rootfs": junk, "vmlinuz": parts["vmlinuz"], "initrd": parts["initrd"]}, key)
 	fi, _ := os.Stat(good)
 	t.Logf("bundle: %.0f MiB", float64(fi.Size())/(1<<20))
 
@@ -93,7 +111,7 @@ func TestImageUpdate(t *testing.T) {
 	var prev time.Time
 	for _, tc := range []struct{ bundle, want string }{
 		{badSig, "signature does not match"},
-		{badHash, "part initrd: SHA-256"},
+		{badHash, "part rootfs: SHA-256"},
 	} {
 		vm.update(t, token, srv.url(tc.bundle))
 		s := vm.waitFor(t, 5*time.Minute, "the update refused", func(s updateStatus) bool {
@@ -110,16 +128,38 @@ func TestImageUpdate(t *testing.T) {
 		t.Logf("%s refused in %v: %s", filepath.Base(tc.bundle), time.Since(vm.lastPost).Round(time.Second), s.Slots.LastUpdate.Reason)
 	}
 
+	// Power cut in the middle of writing the slot.
+	half := srv.killAfter(small, 2, 0.5, vm.kill)
+	vm.update(t, token, srv.url(small))
+	select {
+	case <-half:
+	case <-time.After(8 * time.Minute):
+		t.Fatal("the write never got halfway")
+	}
+	vm.wait(t)
+	if slotB.hash(t) == before {
+		t.Errorf("QEMU was killed mid-write, but slot B's bytes are unchanged: the kill came too early")
+	}
+
+	// 2. The same disk: slot A boots, the write was interrupted.
+	vm = startVM(t, disk, vars, "-smbios", "type=11,value="+cred)
+	s = vm.waitFor(t, 5*time.Minute, "slot a after the power cut", func(s updateStatus) bool {
+		return s.Slots.Running == "a" && s.Slots.LastUpdate != nil
+	})
+	if s.Slots.LastUpdate.Outcome != update.Interrupted || s.slot("b").Version != "" {
+		t.Errorf("after a power cut mid-write: %s, want slot a running, the update interrupted, slot b without an entry", s.summary())
+	}
+
 	// The broken bundle: written, tried, rolled back by itself.
 	start := time.Now()
 	vm.update(t, token, srv.url(broken))
-	s = vm.waitFor(t, 8*time.Minute, "back on slot a after the broken slot's trial", func(s updateStatus) bool {
+	s = vm.waitFor(t, 15*time.Minute, "back on slot a after the broken slot's trial", func(s updateStatus) bool {
 		return s.Slots.Running == "a" && s.Slots.LastUpdate != nil && s.Slots.LastUpdate.Version == "update-broken" &&
 			s.Slots.LastUpdate.Outcome == update.RolledBack
 	})
 	t.Logf("rolled back %v after the update was asked for: %s", time.Since(start).Round(time.Second), s.Slots.LastUpdate.Reason)
-	if r := s.Slots.LastUpdate.Reason; !strings.Contains(r, "appliance.service") && !strings.Contains(r, "nothing was heard") {
-		t.Errorf("rolled back, reason %q: want what the trial boot saw", r)
+	if r := s.Slots.LastUpdate.Reason; !strings.Contains(r, "appliance.service") {
+		t.Errorf("rolled back, reason %q: want what the trial boot saw of appliance.service", r)
 	}
 	if b := s.slot("b"); !b.Bad || b.Version != "update-broken" || !s.slot("a").Committed {
 		t.Errorf("slots after the rollback: %s", s.summary())
@@ -128,40 +168,34 @@ func TestImageUpdate(t *testing.T) {
 		t.Errorf("the serial console shows no boot of slot b")
 	}
 
-	// Power cut in the middle of writing the slot.
-	half := srv.killAfter(good, 2, 0.4, vm.kill)
-	afterBroken := slotB.hash(t)
-	vm.update(t, token, srv.url(good))
-	select {
-	case <-half:
-	case <-time.After(8 * time.Minute):
-		t.Fatal("the good bundle's write never got halfway")
-	}
-	vm.wait(t)
-	if slotB.hash(t) == afterBroken {
-		t.Errorf("QEMU was killed mid-write, but slot B's bytes are unchanged: the kill came too early")
-	}
-
-	// 2. The same disk: slot A boots, the write was interrupted; the good
-	// bundle then goes through.
-	vm = startVM(t, disk, vars, "-smbios", "type=11,value="+cred)
-	s = vm.waitFor(t, 5*time.Minute, "slot a after the power cut", func(s updateStatus) bool {
-		return s.Slots != nil && s.Slots.Running == "a" && s.Slots.LastUpdate != nil
-	})
-	if s.Slots.LastUpdate.Outcome != update.Interrupted || s.slot("b").Version != "" {
-		t.Errorf("after a power cut mid-write: %s, want slot a running, the update interrupted, slot b without an entry", s.summary())
-	}
+	// The good bundle: written, tried, committed.
 	start = time.Now()
 	vm.update(t, token, srv.url(good))
-	s = vm.waitFor(t, 8*time.Minute, "slot b committed", func(s updateStatus) bool {
+	s = vm.waitFor(t, 15*time.Minute, "slot b committed", func(s updateStatus) bool {
 		return s.Slots.Running == "b" && s.slot("b").Committed && s.Slots.LastUpdate != nil && s.Slots.LastUpdate.Outcome == update.Committed
 	})
 	t.Logf("update to committed: %v: %s", time.Since(start).Round(time.Second), s.summary())
-	if s.Unit.Version != "update-a" || s.slot("b").Version != "update-b" || s.Slots.LastUpdate.Version != "update-b" {
-		// The good bundle carries the build's binary (version update-a)
-		// under the bundle version update-b.
+	// The good bundle carries the build's binary (version update-a) under
+	// the bundle version update-b.
+	if s.Unit.Version != "update-a" || s.slot("b").Version != "update-b" || s.Slots.LastUpdate.Version != "update-b" || s.slot("a").Running {
 		t.Errorf("after the update: %s", s.summary())
 	}
+}
+
+// headerSize is where a bundle's first part starts.
+func headerSize(t *testing.T, bundle string) int64 {
+	t.Helper()
+	f, err := os.Open(bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head := make([]byte, len("APPLIANCE-BUNDLE-1\n")+4)
+	if _, err := io.ReadFull(f, head); err != nil {
+		t.Fatal(err)
+	}
+	n := int64(head[len(head)-4])<<24 | int64(head[len(head)-3])<<16 | int64(head[len(head)-2])<<8 | int64(head[len(head)-1])
+	return int64(len(head)) + n
 }
 
 // updateKey makes the test's signing key: never a secret of the repository.
@@ -540,7 +574,13 @@ func (v *qemuVM) waitFor(t *testing.T, within time.Duration, what string, cond f
 		if err != nil {
 			return false
 		}
-		if sum := got.summary(); sum != last {
+		key := got
+		if got.Slots != nil && got.Slots.Update != nil {
+			sl, u := *got.Slots, *got.Slots.Update
+			u.DoneBytes = 0 // progress is not news
+			sl.Update, key.Slots = &u, &sl
+		}
+		if sum := key.summary(); sum != last {
 			t.Logf("%s", sum)
 			last = sum
 		}
