@@ -234,7 +234,9 @@ func TestJudgeTrial(t *testing.T) {
 	l = updateRig(t, "b", map[string]string{"appliance-a.conf": "1.0", "appliance-b+0-1.conf": "2.0"})
 	clk := clock.NewFake(time.Date(2026, 11, 28, 1, 0, 0, 0, time.UTC))
 	done := make(chan error, 1)
-	observe := func(context.Context) string { return "appliance.service activating (auto-restart), result exit-code, exit status 1" }
+	observe := func(context.Context) string {
+		return "appliance.service activating (auto-restart), result exit-code, exit status 1"
+	}
 	go func() { done <- judgeTrial(context.Background(), l, clk, 3*time.Second, observe, io.Discard) }()
 	var err error
 	testutil.Eventually(t, 10*time.Second, "the judge to give up at its deadline", func() bool {
