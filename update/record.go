@@ -14,6 +14,7 @@ import (
 
 // Outcomes of an update, as the record and the API say them.
 const (
+	Checking    = "checking"    // the bundle is being checked: nothing written yet
 	Writing     = "writing"     // the slot is being written
 	Trial       = "trial"       // written; the next boot tries it
 	Committed   = "committed"   // it booted healthy and is the slot that boots
@@ -103,6 +104,10 @@ func WriteTrialNote(dir string, n TrialNote) error {
 // and whether this boot is a trial of the record's slot still to be judged.
 func Resolve(r Record, running string, entries map[string]Entry, note TrialNote, haveNote bool, now time.Time) (Record, bool, bool) {
 	switch r.Outcome {
+	case Checking:
+		r.Outcome, r.Finished = Failed, now
+		r.Reason = "the appliance restarted while the bundle was being checked; nothing was written; run the update again"
+		return r, true, false
 	case Writing:
 		if running == r.Slot { // cannot happen: the entry comes last
 			return r, false, false

@@ -294,6 +294,7 @@ func TestResolve(t *testing.T) {
 		{"rolled back, with the trial's note", trial, "a", onTrial, true, RolledBack, true, false, "exit status 1"},
 		{"rolled back, nothing heard", trial, "a", onTrial, false, RolledBack, true, false, "nothing was heard"},
 		{"interrupted", Record{Slot: "b", From: "a", Outcome: Writing}, "a", map[string]Entry{"a": {Slot: "a"}}, false, Interrupted, true, false, "while slot b was being written"},
+		{"restarted while checking", Record{Slot: "b", From: "a", Outcome: Checking}, "a", map[string]Entry{"a": {Slot: "a"}}, false, Failed, true, false, "while the bundle was being checked"},
 		{"settled", Record{Slot: "b", From: "a", Outcome: Committed}, "b", committedB, false, Committed, false, false, ""},
 	} {
 		got, changed, judge := Resolve(tc.rec, tc.running, tc.entries, note, tc.note, now)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,8 @@ import (
 	"appliance/media"
 	"appliance/status"
 	"appliance/update"
+
+	"golang.org/x/sys/unix"
 )
 
 // Where the appliance image keeps what an update needs (image/build.sh;
@@ -202,11 +205,20 @@ func (up *updater) Update(ctx context.Context, bundle string) (control.UpdateRes
 	return control.UpdateResult{Bundle: bundle, Slot: target, From: running, State: p.State}, nil
 }
 
-// run is one update: check, hand over, write, reboot.
+// run is one update: check, hand over, write, reboot. It hashes and copies
+// hundreds of MiB: it runs on a thread of its own at the lowest priority
+// (nice 19), so that it never holds up the supervision loop, the watchdog
+// feeds or the API (a starved unit is restarted by systemd's watchdog).
+// The thread ends with the goroutine.
 func (up *updater) run(src update.Source, running string, p *status.UpdateProgress) {
 	defer up.busy.Store(false)
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19); err != nil {
+		up.log.Warn("update: could not lower its priority", "err", err)
+	}
 	ctx := up.life
-	rec := update.Record{Slot: p.Slot, From: running, FromVersion: up.version, Started: p.Started}
+	rec := update.Record{Slot: p.Slot, From: running, FromVersion: up.version, Started: p.Started, Outcome: update.Checking}
+	up.writeRecord(rec)
 	fail := func(err error) {
 		rec.Outcome, rec.Reason, rec.Finished = update.Failed, err.Error(), up.clk.Now()
 		up.writeRecord(rec)
