@@ -334,14 +334,15 @@ func (u *unit) summary() string {
 func (u *unit) run(ctx context.Context) error {
 	defer u.media.Close()
 	apiCtx, stopAPI := context.WithCancel(context.Background())
+	if u.updater != nil {
+		// Before the socket and the API take an update.
+		u.updater.start(apiCtx)
+	}
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- u.api.Serve(apiCtx) }()
 	ctlDone := make(chan error, 1)
 	go func() { ctlDone <- u.ctl.Serve(apiCtx) }()
 	go u.keepBootRecord(apiCtx)
-	if u.updater != nil {
-		u.updater.start(apiCtx)
-	}
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
