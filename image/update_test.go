@@ -102,6 +102,7 @@ func TestImageUpdate(t *testing.T) {
 		}
 	}
 	slotB := slotRegion(t, disk, "root-b")
+	journalToConsole(t, disk)
 
 	// 1. Slot A.
 	vm := startVM(t, disk, vars, "-smbios", "type=11,value="+cred)
@@ -181,6 +182,29 @@ func TestImageUpdate(t *testing.T) {
 	// the bundle version update-b.
 	if s.Unit.Version != "update-a" || s.slot("b").Version != "update-b" || s.Slots.LastUpdate.Version != "update-b" || s.slot("a").Running {
 		t.Errorf("after the update: %s", s.summary())
+	}
+}
+
+// journalToConsole adds systemd.journald.forward_to_console=1 to slot A's
+// boot entry on the test's disk: the journal, the appliance's log among
+// it, goes to the serial console that a failed test prints. An update
+// copies the running entry's options, so slot B's entry has it too.
+func journalToConsole(t *testing.T, disk string) {
+	t.Helper()
+	esp := slotRegion(t, disk, "esp")
+	img := fmt.Sprintf("%s@@%d", disk, esp.start)
+	entry := "::loader/entries/appliance-a.conf"
+	out, err := exec.Command("mtype", "-i", img, entry).Output()
+	if err != nil {
+		t.Fatalf("mtype %s: %v", entry, err)
+	}
+	body := strings.Replace(string(out), " appliance.slot=a", " systemd.journald.forward_to_console=1 appliance.slot=a", 1)
+	tmp := filepath.Join(t.TempDir(), "appliance-a.conf")
+	if err := os.WriteFile(tmp, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mcopy", "-o", "-i", img, tmp, entry).CombinedOutput(); err != nil {
+		t.Fatalf("mcopy: %v\n%s", err, out)
 	}
 }
 
