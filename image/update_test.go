@@ -500,7 +500,7 @@ func startVM(t *testing.T, disk, vars string, extra ...string) *qemuVM {
 		v.kill()
 		<-v.exited
 		if t.Failed() {
-			t.Logf("qemu: %s\nserial console:\n%s", qout.String(), tail(v.serial(t), 12000))
+			t.Logf("qemu: %s\nserial console:\n%s", qout.String(), tail(v.serial(t), 60000))
 		}
 	})
 	return v

@@ -123,6 +123,13 @@ func Write(ctx context.Context, src Source, pub ed25519.PublicKey, l Layout, sig
 			return Entry{}, err
 		}
 	}
+	// Its kernel and initrd go too, now that nothing boots them: the boot
+	// partition holds two slots' worth, not three.
+	for _, name := range []string{"vmlinuz", "initrd.img", "vmlinuz.new", "initrd.img.new"} {
+		if err := os.Remove(filepath.Join(l.Boot, target, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return Entry{}, fmt.Errorf("removing slot %s's old %s: %w", target, name, err)
+		}
+	}
 	for _, p := range m.Parts {
 		var err error
 		switch p.Name {
