@@ -22,8 +22,10 @@ type Slot struct {
 	Version string `json:"version,omitempty"` // the image version its boot entry boots; empty: no entry
 	Running bool   `json:"running"`
 	// Committed: its entry has no boot counter, it boots for good. A
-	// written slot not yet committed is on trial: TriesLeft boots remain;
-	// Bad: none remain, and systemd-boot boots it only if nothing else is left.
+	// written slot not yet committed is on trial: TriesLeft boots remain
+	// (0 on the trial boot itself, the running slot); Bad: none remain
+	// and it does not run, and systemd-boot boots it only if nothing else
+	// is left.
 	Committed  bool `json:"committed"`
 	TriesLeft  *int `json:"tries_left,omitempty"`
 	Bad        bool `json:"bad,omitempty"`

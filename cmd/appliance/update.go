@@ -280,7 +280,9 @@ func (up *updater) refresh() {
 	for _, name := range update.Slots {
 		sl := status.Slot{Name: name, Running: name == running}
 		if e, ok := entries[name]; ok {
-			sl.Version, sl.Committed, sl.Bad, sl.Generation = e.Version, e.Committed(), e.Bad(), e.Generation
+			// The running slot's counter is at 0 during its own trial
+			// boot: it is on trial, not bad.
+			sl.Version, sl.Committed, sl.Bad, sl.Generation = e.Version, e.Committed(), e.Bad() && name != running, e.Generation
 			if e.Counted {
 				left := e.Left
 				sl.TriesLeft = &left
