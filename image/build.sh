@@ -141,8 +141,9 @@ tmpfs /var tmpfs mode=0755,nodev,nosuid,size=64M 0 0
 tmpfs /tmp tmpfs mode=1777,nodev,nosuid,size=64M 0 0
 PARTUUID=$data_guid /var/lib/appliance ext4 nodev,nosuid,noexec,x-systemd.growfs 0 2
 # The boot partition: writable by group appliance only (an update writes a
-# slot's kernel, initrd and boot entry), by nobody else.
-PARTUUID=$esp_guid /boot vfat nodev,nosuid,noexec,uid=0,gid=$gid,fmask=0117,dmask=0007 0 0
+# slot's kernel, initrd and boot entry), by nobody else. nofail: a unit
+# whose boot partition Linux cannot mount still runs (it cannot update).
+PARTUUID=$esp_guid /boot vfat nodev,nosuid,noexec,nofail,uid=0,gid=$gid,fmask=0117,dmask=0007 0 0
 EOF
 mkdir -p "$root/var/lib/appliance"
 
