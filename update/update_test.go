@@ -154,7 +154,13 @@ func TestUpdateWritesTheOtherSlotAndItsEntryLast(t *testing.T) {
 		t.Errorf("after Bless: %+v, want appliance-b.conf", e)
 	}
 
-	// The next update writes slot a, whose old entry goes first.
+	// The next update writes slot a, whose old entry goes first, then its
+	// old kernel and initrd (and what an interrupted write left).
+	if err := os.MkdirAll(filepath.Join(r.l.Boot, "a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r.write(t, filepath.Join(r.l.Boot, "a", "initrd.img.new"), "left by a power cut")
+	r.write(t, filepath.Join(r.l.Boot, "a", "initrd.img"), "the old initrd")
 	e, err = r.update(t, r.bundle(t, "3.0", 'M', 100, testKey))
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +170,12 @@ func TestUpdateWritesTheOtherSlotAndItsEntryLast(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(r.l.entriesDir(), "appliance-a.conf")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("slot a's old entry is still there: %v", err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.l.Boot, "a", "initrd.img")); string(b) != "initrd 3.0" {
+		t.Errorf("a/initrd.img = %q, want the new one", b)
+	}
+	if left, _ := filepath.Glob(filepath.Join(r.l.Boot, "*", "*.new")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }
 
