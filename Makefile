@@ -12,7 +12,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/appliance
 
 # The disk image a unit is flashed with (root: mmdebstrap and chroot; see
-# docs/image.md): GPT, systemd-boot, root slots A and B, the data partition.
+# docs/image.md): GPT, systemd-boot, root slots A and B, the data partition;
+# and its update bundle, build/appliance-VERSION.bundle, signed with
+# UPDATE_KEY (a development key in build/ when unset).
 image:
 	mkdir -p build
 	VERSION=$(VERSION) image/build.sh build/appliance.img

@@ -31,6 +31,7 @@ const (
 	OpHandover = "handover" // hand a stream to the paired unit, planned
 	OpDrill    = "drill"    // run a failover drill on the live pair
 	OpRestart  = "restart"  // restart one stream's pipeline
+	OpUpdate   = "update"   // write an update bundle to the slot that is not running, then boot it on trial
 )
 
 // Drill scenarios.
@@ -48,6 +49,9 @@ type Request struct {
 	FromSeq *uint16 `json:"from_seq,omitempty"` // with role forward: start at this input sequence number
 	// Scenario is the drill to run (drill).
 	Scenario string `json:"scenario,omitempty"`
+	// Bundle is the update bundle (update): an absolute path on the unit,
+	// or an http(s) URL the unit can reach.
+	Bundle string `json:"bundle,omitempty"`
 }
 
 // Response answers a Request.
@@ -59,6 +63,24 @@ type Response struct {
 	Handover *HandoverResult `json:"handover,omitempty"`
 	Drill    *DrillResult    `json:"drill,omitempty"`
 	Restart  *RestartResult  `json:"restart,omitempty"`
+	Update   *UpdateResult   `json:"update,omitempty"`
+}
+
+// UpdateResult is the answer to an update: it has started. The bundle is
+// checked in full (signature, then every part's hash) before anything is
+// written; the status report's slots section follows it to the reboot,
+// and says how the trial boot ended.
+type UpdateResult struct {
+	Bundle string `json:"bundle"`
+	Slot   string `json:"slot"` // the slot it will write
+	From   string `json:"from"` // the slot that runs
+	State  string `json:"state"`
+}
+
+// Updater is what a unit that can update itself adds to its Actions (a
+// unit booted from the appliance image).
+type Updater interface {
+	Update(ctx context.Context, bundle string) (UpdateResult, error)
 }
 
 // RestartResult is the answer to a restart: the stream's pipeline was
@@ -145,7 +167,7 @@ type marked struct{ err, kind error }
 func (m *marked) Error() string   { return m.err.Error() }
 func (m *marked) Unwrap() []error { return []error{m.err, m.kind} }
 
-const opList = "reload, role, handover, restart or drill"
+const opList = "reload, role, handover, restart, drill or update"
 
 // maxRequest bounds one request line.
 const maxRequest = 64 << 10
@@ -313,6 +335,16 @@ func Do(ctx context.Context, act Actions, req Request) (resp Response, err error
 		}
 		r, err := act.Drill(ctx, req.Scenario, req.Stream)
 		return Response{OK: true, Drill: &r}, err
+	case OpUpdate:
+		if req.Bundle == "" {
+			return Response{}, invalid("update needs a bundle: its absolute path on the unit, or an http(s) URL")
+		}
+		up, ok := act.(Updater)
+		if !ok {
+			return Response{}, errors.New("this unit cannot update itself: it does not run from an appliance image (docs/image.md)")
+		}
+		r, err := up.Update(ctx, req.Bundle)
+		return Response{OK: true, Update: &r}, err
 	case "":
 		return Response{}, invalid("no op; use " + opList)
 	default:

@@ -14,13 +14,21 @@
 #   SOURCE_DATE_EPOCH  every timestamp in the image (default: the commit's time)
 #   APPLIANCE_RIG_CACHE  where the Debian root tarball is cached, keyed on the
 #                      package list (default /var/cache/appliance-rigs)
+#   UPDATE_KEY         the ed25519 private key (PEM, PKCS #8) that signs the
+#                      update bundle; its public half goes into the image. The
+#                      build's secret: never in the repository. Unset: a key
+#                      made for this build directory, OUT's name with
+#                      .update-key.pem (a development key).
+#
+# Writes OUT, OUT's name with .packages (what went in) and with
+# -VERSION.bundle (the update bundle: docs/image.md, "Update and rollback").
 set -euo pipefail
 
 out=${1:?usage: image/build.sh OUT.img}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 
-for tool in mmdebstrap mkfs.ext4 mkfs.vfat mcopy mmd sfdisk; do
+for tool in mmdebstrap mkfs.ext4 mkfs.vfat mcopy mmd sfdisk resize2fs; do
 	command -v "$tool" >/dev/null || {
 		echo "image/build.sh: $tool is missing: apt-get install -y --no-install-recommends mmdebstrap e2fsprogs dosfstools mtools fdisk systemd-boot-efi" >&2
 		exit 1
@@ -56,9 +64,17 @@ root=$work/root
 mkdir "$root"
 start=$(date +%s)
 
-# 1. The binary: static, no build paths, no build ID that varies.
+# 1. The binary: static, no build paths, no build ID that varies. And the
+# update key: its public half goes into the image.
 CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 	-ldflags "-s -w -buildid= -X main.version=$VERSION" -o "$work/appliance" ./cmd/appliance
+go build -o "$work/mkbundle" ./update/mkbundle
+update_key=${UPDATE_KEY:-${out%.img}.update-key.pem}
+if [ -z "${UPDATE_KEY:-}" ] && [ ! -e "$update_key" ]; then
+	echo "image: UPDATE_KEY unset: a development update key made as $update_key" >&2
+	"$work/mkbundle" key "$update_key" "$work/update.pub"
+fi
+"$work/mkbundle" pub "$update_key" "$work/update.pub"
 
 # 2. Debian bookworm, minbase, no documentation, cached on the package list
 # (and the exclusions) so that CI builds it once.
@@ -90,6 +106,12 @@ install -m 0755 "$work/appliance" "$root/usr/bin/appliance"
 install -D -m 0644 image/appliance.service "$root/etc/systemd/system/appliance.service"
 install -D -m 0644 image/appliance.sysusers "$root/usr/lib/sysusers.d/appliance.conf"
 install -D -m 0644 image/60-appliance-watchdog.rules "$root/usr/lib/udev/rules.d/60-appliance-watchdog.rules"
+install -D -m 0644 image/rootfs/61-appliance-slots.rules "$root/usr/lib/udev/rules.d/61-appliance-slots.rules"
+install -D -m 0644 "$work/update.pub" "$root/usr/share/appliance/update.pub"
+install -D -m 0644 image/rootfs/appliance-update.conf "$root/etc/systemd/system/appliance.service.d/update.conf"
+for u in appliance-trial.service appliance-reboot.path appliance-reboot.service; do
+	install -D -m 0644 "image/rootfs/$u" "$root/etc/systemd/system/$u"
+done
 install -D -m 0644 image/appliance.yaml "$root/etc/appliance/appliance.yaml"
 install -D -m 0644 image/rootfs/appliance-firstboot.service "$root/etc/systemd/system/appliance-firstboot.service"
 install -D -m 0644 image/rootfs/journald.conf "$root/etc/systemd/journald.conf.d/appliance.conf"
@@ -99,6 +121,8 @@ install -D -m 0644 README.md "$root/usr/share/doc/appliance/README.md"
 mkdir -p "$root/etc/systemd/system/multi-user.target.wants"
 ln -sf /etc/systemd/system/appliance.service "$root/etc/systemd/system/multi-user.target.wants/appliance.service"
 ln -sf /etc/systemd/system/appliance-firstboot.service "$root/etc/systemd/system/multi-user.target.wants/appliance-firstboot.service"
+ln -sf /etc/systemd/system/appliance-trial.service "$root/etc/systemd/system/multi-user.target.wants/appliance-trial.service"
+ln -sf /etc/systemd/system/appliance-reboot.path "$root/etc/systemd/system/multi-user.target.wants/appliance-reboot.path"
 ln -sf /lib/systemd/system/systemd-networkd.service "$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
 # Nothing an appliance does not need: the unit is updated slot by slot,
 # never by apt, and its root is read-only.
@@ -108,12 +132,17 @@ printf '%s\n' "$VERSION" >"$root/etc/appliance/image-version"
 # The root is read-only at run time: users are made now, machine-id is
 # made at boot (empty file: systemd mounts a transient one over it).
 chroot "$root" systemd-sysusers >&2
+gid=$(awk -F: '$1 == "appliance" { print $3 }' "$root/etc/group")
 : >"$root/etc/machine-id"
 cat >"$root/etc/fstab" <<EOF
 # The root slot is chosen by the boot loader (root=PARTUUID=... ro).
 tmpfs /var tmpfs mode=0755,nodev,nosuid,size=64M 0 0
 tmpfs /tmp tmpfs mode=1777,nodev,nosuid,size=64M 0 0
 PARTUUID=$data_guid /var/lib/appliance ext4 nodev,nosuid,noexec,x-systemd.growfs 0 2
+# The boot partition: writable by group appliance only (an update writes a
+# slot's kernel, initrd and boot entry), by nobody else. nofail: a unit
+# whose boot partition Linux cannot mount still runs (it cannot update).
+PARTUUID=$esp_guid /boot vfat nodev,nosuid,noexec,nofail,uid=0,gid=$gid,fmask=0117,dmask=0007 0 0
 EOF
 mkdir -p "$root/var/lib/appliance"
 
@@ -124,14 +153,18 @@ cp "$bootefi" "$esp/EFI/BOOT/BOOTX64.EFI"
 cp "$bootefi" "$esp/EFI/systemd/systemd-bootx64.efi"
 cp "$(readlink -f "$root"/boot/vmlinuz-*)" "$esp/a/vmlinuz"
 cp "$(readlink -f "$root"/boot/initrd.img-*)" "$esp/a/initrd.img"
+# No fixed default: systemd-boot boots the first good entry in its order,
+# the highest generation (version GENERATION-VERSION), and sorts an entry
+# whose trial boots are spent last; that is how an update falls back.
 cat >"$esp/loader/loader.conf" <<EOF
 timeout 0
-default appliance-a.conf
+default appliance-*
 editor no
 EOF
 cat >"$esp/loader/entries/appliance-a.conf" <<EOF
 title appliance $VERSION (slot A)
-version $VERSION
+sort-key appliance
+version 1-$VERSION
 linux /a/vmlinuz
 initrd /a/initrd.img
 options root=PARTUUID=$roota_guid ro console=tty0 console=ttyS0 panic=10 appliance.slot=a
@@ -186,6 +219,16 @@ dd if="$work/root-a.ext4" of="$out.tmp" bs=1M seek=$((roota_start / mib)) conv=n
 dd if="$work/data.ext4" of="$out.tmp" bs=1M seek=$((data_start / mib)) conv=notrunc,sparse status=none
 mv "$out.tmp" "$out"
 
-# What went in, for the record (and the update bundle, later).
+# What went in, for the record.
 chroot "$root" dpkg-query -W -f '${Package} ${Version} ${Architecture}\n' | sort >"${out%.img}.packages"
+
+# 7. The update bundle: slot A's root file system made again at the size
+# its files need (an update writes only that much, not the whole slot),
+# its kernel and initrd, signed.
+rootfs_mib=$(( $(du -sm "$root" | cut -f1) * 105 / 100 + 48 ))
+mkfs.ext4 -q -F -L root -U "$roota_fs" -E "hash_seed=$roota_fs,lazy_itable_init=0" \
+	-d "$root" "$work/rootfs.ext4" "${rootfs_mib}M"
+debugfs -w -f "$work/ctime.debugfs" "$work/rootfs.ext4" >/dev/null 2>"$work/ctime.err"
+"$work/mkbundle" bundle "$update_key" "$VERSION" "$work/rootfs.ext4" "$esp/a/vmlinuz" "$esp/a/initrd.img" "${out%.img}-$VERSION.bundle"
+echo "image: update bundle ${out%.img}-$VERSION.bundle ($(du -m --apparent-size "${out%.img}-$VERSION.bundle" | cut -f1) MiB)" >&2
 echo "image: $out ($total_mib MiB, $(du -m "$out" | cut -f1) MiB used), version $VERSION, SOURCE_DATE_EPOCH $SOURCE_DATE_EPOCH, $(($(date +%s) - start)) s" >&2

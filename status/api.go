@@ -50,6 +50,7 @@ func (s *Server) routes(mux *http.ServeMux) {
 	mux.HandleFunc("/api/v1/streams/{name}/restart", s.action(control.OpRestart))
 	mux.HandleFunc("/api/v1/drills", s.drills)
 	mux.HandleFunc("/api/v1/config/reload", s.action(control.OpReload))
+	mux.HandleFunc("/api/v1/update", s.action(control.OpUpdate))
 	mux.HandleFunc("/api/v1/session", s.whoami)
 	// With a method, so that GET /login and GET /logout stay the page's.
 	mux.HandleFunc("POST /login", s.login)
@@ -220,6 +221,15 @@ func request(op, name string, in body) (control.Request, *refusal) {
 		return req, nil
 	case control.OpHandover, control.OpRestart:
 		req.Stream = name
+	case control.OpUpdate:
+		req.Bundle = in.Bundle
+		if in.Scenario != "" || in.Stream != "" {
+			return req, &refusal{http.StatusBadRequest, "an update takes only a bundle in its body: {\"bundle\": \"https://...\"}", ""}
+		}
+		return req, nil
+	}
+	if in.Bundle != "" {
+		return req, &refusal{http.StatusBadRequest, fmt.Sprintf("a %s takes no bundle", op), ""}
 	}
 	if in.Scenario != "" || in.Stream != "" {
 		return req, &refusal{http.StatusBadRequest, fmt.Sprintf("a %s takes no scenario or stream in its body; the stream, if any, is in the path", op), ""}
@@ -263,6 +273,8 @@ func doneText(req control.Request, resp control.Response) string {
 		return fmt.Sprintf("%s is now forwarded by %s (epoch %d)", resp.Handover.Stream, resp.Handover.To, resp.Handover.Epoch)
 	case resp.Restart != nil:
 		return fmt.Sprintf("%s restarted on worker-%d (restart %d)", resp.Restart.Stream, resp.Restart.Worker, resp.Restart.Restarts)
+	case resp.Update != nil:
+		return fmt.Sprintf("update started: slot %s is written from %s once the bundle checks; the unit then reboots into it", resp.Update.Slot, resp.Update.Bundle)
 	case resp.Drill != nil:
 		d := resp.Drill
 		t := fmt.Sprintf("drill %s: %s, %d streams moved, longest gap %.1f ms, %d lost, %d duplicates", d.Scenario, d.Result, d.Streams, d.GapMs, d.Lost, d.Duplicates)
@@ -277,6 +289,7 @@ func doneText(req control.Request, resp control.Response) string {
 // body is what an action, login or logout request may carry: JSON
 // {"scenario", "stream"} from scripts, or a form from the page.
 type body struct {
+	Bundle   string // update only
 	Scenario string
 	Stream   string
 	// Form posts only.
@@ -314,7 +327,7 @@ func parseBody(contentType string, b []byte) (body, error) {
 				return body{}, fmt.Errorf("the form gives %s %d times; give it once", fieldName(k), len(v))
 			}
 		}
-		in = body{Scenario: vals.Get("scenario"), Stream: vals.Get("stream"), CSRF: vals.Get("csrf"),
+		in = body{Scenario: vals.Get("scenario"), Stream: vals.Get("stream"), Bundle: vals.Get("bundle"), CSRF: vals.Get("csrf"),
 			Next: vals.Get("next"), Token: vals.Get("token"), form: true}
 	case blank && (mt == "" || mt == jsonType):
 		return body{}, nil
@@ -324,6 +337,7 @@ func parseBody(contentType string, b []byte) (body, error) {
 		var v struct {
 			Scenario string `json:"scenario"`
 			Stream   string `json:"stream"`
+			Bundle   string `json:"bundle"`
 		}
 		if err := dec.Decode(&v); err != nil {
 			return body{}, fmt.Errorf("the body is not a JSON object of \"scenario\" and \"stream\" (%s); send, for a drill, {\"scenario\": \"planned\"}", jsonProblem(err))
@@ -331,7 +345,7 @@ func parseBody(contentType string, b []byte) (body, error) {
 		if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 			return body{}, errors.New("the body holds more than one JSON value; send one object")
 		}
-		in = body{Scenario: v.Scenario, Stream: v.Stream}
+		in = body{Scenario: v.Scenario, Stream: v.Stream, Bundle: v.Bundle}
 	case mt == "":
 		return body{}, fmt.Errorf("%w: a body needs the header Content-Type: %s", errUnsupported, jsonType)
 	default:
@@ -340,7 +354,7 @@ func parseBody(contentType string, b []byte) (body, error) {
 	for _, f := range []struct {
 		name, v string
 		max     int
-	}{{"scenario", in.Scenario, maxNameLen}, {"stream", in.Stream, maxNameLen}, {"next", in.Next, maxNextLen},
+	}{{"scenario", in.Scenario, maxNameLen}, {"stream", in.Stream, maxNameLen}, {"bundle", in.Bundle, maxNextLen}, {"next", in.Next, maxNextLen},
 		{"csrf", in.CSRF, tokenValueMax}, {"token", in.Token, tokenValueMax}} {
 		if len(f.v) > f.max {
 			return body{}, fmt.Errorf("%s is %d bytes long, more than the %d it can be", f.name, len(f.v), f.max)

@@ -35,7 +35,10 @@ type Report struct {
 	Watchdog   watchdog.Status      `json:"watchdog"`
 	// Pair is the paired unit and the links to it; absent on a unit that
 	// runs alone.
-	Pair   *Pair   `json:"pair,omitempty"`
+	Pair *Pair `json:"pair,omitempty"`
+	// Slots are the unit's two root slots and its last update; absent on
+	// a unit that does not run from the appliance image.
+	Slots  *Slots  `json:"slots,omitempty"`
 	Events []Event `json:"events"` // most recent first
 }
 

@@ -107,6 +107,25 @@ func (a unitActions) Restart(ctx context.Context, stream string) (control.Restar
 	return r, err
 }
 
+// Update implements control.Updater: on a unit that runs from the image,
+// it starts an update; elsewhere it says why it cannot.
+func (a unitActions) Update(ctx context.Context, bundle string) (control.UpdateResult, error) {
+	if err := a.usable(); err != nil {
+		return control.UpdateResult{}, err
+	}
+	var r control.UpdateResult
+	var err error
+	if a.u.updater == nil {
+		err = fmt.Errorf("this unit cannot update itself: it does not run from an appliance image (no %s; docs/image.md)", updateKeyPath)
+	} else {
+		r, err = a.u.updater.Update(ctx, bundle)
+	}
+	a.u.acts.record(ctx, a.u.clk, control.OpUpdate, "", err, func() string {
+		return fmt.Sprintf("update from %s started: slot %s is written once the bundle checks", r.Bundle, r.Slot)
+	})
+	return r, err
+}
+
 // actionLog keeps the last actions asked of the unit, for its event log:
 // what, on which stream, by whom, and how it went.
 type actionLog struct {

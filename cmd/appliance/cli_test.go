@@ -177,6 +177,13 @@ func TestExitCodes(t *testing.T) {
 			{args: nil, code: 2, want: []string{"name the stream", "usage: appliance restart"}},
 			{args: []string{"--socket", sock, "s0"}, code: 1, want: []string{noUnit}},
 		},
+		"update": {
+			{args: nil, code: 2, want: []string{"name the bundle", "usage: appliance update"}},
+			{args: []string{"--socket", sock, "/var/tmp/appliance-2.0.bundle"}, code: 1, want: []string{noUnit}},
+		},
+		"trial": {
+			{args: []string{"extra"}, code: 2, want: []string{`unexpected argument "extra"`}},
+		},
 		"token": {
 			{args: nil, code: 2, want: []string{"say what to do: appliance token hash", "usage: appliance token hash"}},
 			{args: []string{"hash"}, code: 1, want: []string{"no token on standard input"}},

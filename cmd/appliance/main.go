@@ -80,6 +80,8 @@ func commands() []command {
 			what: "run a failover drill on the live pair", run: cmdDrill},
 		{name: "restart", synopsis: "[--socket PATH | --config FILE] [--json] STREAM",
 			what: "restart one stream's pipeline on its worker (counters, role and numbering kept)", run: cmdRestart},
+		{name: "update", synopsis: "[--socket PATH | --config FILE] [--json] FILE|URL",
+			what: "update the unit from a signed bundle: the other slot is written, then booted on trial, kept only if healthy", run: cmdUpdate},
 		{name: "token", synopsis: "hash [--name NAME] [--generate]",
 			what: "print the status.tokens line for an API token (read from stdin, or made with --generate)", run: cmdTokenCommand},
 		{name: "witness", synopsis: "--listen IP:PORT --key-file FILE [--state FILE]",
@@ -95,6 +97,7 @@ func commands() []command {
 		{name: "version", what: "print the version", run: cmdVersion},
 		{name: "help", synopsis: "[COMMAND]", what: "print this overview, or a command's usage", run: cmdHelp},
 		{name: "worker", hidden: true, what: "a media worker: `appliance run` starts it", run: cmdWorker},
+		{name: "trial", hidden: true, what: "judge a trial boot of a new slot: appliance-trial.service runs it (docs/image.md)", run: cmdTrial},
 		{name: "pair-beacon", hidden: true, what: "a paired unit's heartbeat beacon: `appliance run` starts it (docs/pair-protocol.md)", run: cmdPairBeacon},
 	}
 }

@@ -57,6 +57,7 @@ type unit struct {
 	ctl     *control.Server
 	keeper  *watchdog.Keeper
 	pair    *pairUnit         // nil on a unit that runs alone
+	updater *updater          // nil on a unit that does not run from the image
 	held    chan []media.Held // a paired unit's held streams, for the pair loop
 	exe     string            // this binary, for its children (workers, the pair beacon)
 	argv0   string            // the name ps shows them under
@@ -181,6 +182,18 @@ func newUnit(cfg *config.Config, files configFiles, exe, argv0 string, clk clock
 		Name: "root", Strategy: supervisor.OneForOne, Intensity: rootIntensity, Period: rootPeriod,
 		Heartbeat: rootHeartbeat, Clock: clk, Events: events, Logger: log,
 	}, children...)
+
+	if up := newUpdater(cfg.Unit.StateDir, clk, log); up != nil {
+		dev := cfg.Watchdog.Device
+		up.healthy = func() (bool, string) { return unitHealthy(u.Report(), dev) }
+		if u.pair != nil {
+			up.handover = streamsToPeer(u.media.Streams, func(ctx context.Context, stream string) error {
+				_, err := unitActions{u}.Handover(ctx, stream)
+				return err
+			})
+		}
+		u.updater = up
+	}
 
 	if err := u.openWatchdog(); err != nil {
 		if u.pair != nil {
@@ -329,6 +342,10 @@ func (u *unit) summary() string {
 func (u *unit) run(ctx context.Context) error {
 	defer u.media.Close()
 	apiCtx, stopAPI := context.WithCancel(context.Background())
+	if u.updater != nil {
+		// Before the socket and the API take an update.
+		u.updater.start(apiCtx)
+	}
 	apiDone := make(chan error, 1)
 	go func() { apiDone <- u.api.Serve(apiCtx) }()
 	ctlDone := make(chan error, 1)
@@ -537,6 +554,9 @@ func (u *unit) Report() status.Report {
 	}
 	if u.pair != nil {
 		u.pair.report(&rep)
+	}
+	if u.updater != nil {
+		rep.Slots = u.updater.snapshot()
 	}
 	return rep
 }

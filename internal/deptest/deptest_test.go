@@ -34,6 +34,8 @@ var allowed = map[string][]string{
 	"pairnet":             {"internal/clock", "failover"},
 	"lab":                 {"internal/clock", "internal/spawn", "internal/testutil", "media", "config", "control"},
 	"status":              {"internal/clock", "media", "supervisor", "health", "hw", "watchdog", "failover", "control"},
+	"update":              {"internal/atomicfile"},
+	"update/mkbundle":     {"update"},
 	"cmd/appliance":       {"*"},
 }
 
