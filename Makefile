@@ -61,11 +61,13 @@ lab-starvation: build
 	./$(BIN) lab --scenario cpu-starvation --mode both --runs 3
 
 # Power loss and hangs with 200 streams (root). Both units and the traffic
-# generator share the lab machine's two cores: at 100 packets/s per stream
-# it is 95% busy and measures itself, so 50 (10,000 per unit). Not yet in
-# CI: see docs/PERFORMANCE.md for where it stands.
+# generator share the lab machine's two cores, so each mode gets the same
+# 20,000 packets/s into the pair: `dual` sends every packet to both units (50
+# per stream), `vip` only to the owner (100 per stream). Not in CI: see
+# docs/PERFORMANCE.md for its figures.
 lab-density: build
-	./$(BIN) lab --scenario power-loss,hang --streams 200 --pps 50 --mode both --runs 3
+	./$(BIN) lab --scenario power-loss,hang --streams 200 --pps 50 --mode dual --runs 3
+	./$(BIN) lab --scenario power-loss,hang --streams 200 --pps 100 --mode vip --runs 3
 
 # Unit tests only, quick, for the edit-compile loop.
 test-short:
