@@ -3,11 +3,14 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,6 +26,7 @@ import (
 	"time"
 
 	"appliance/internal/testutil"
+	"appliance/update"
 )
 
 // The image itself: image/build.sh (what `make image` runs) builds the disk,
@@ -108,7 +112,11 @@ func buildImage(t *testing.T, img string) error {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(repoRoot(t), "image/build.sh"), img)
 	cmd.Dir = repoRoot(t)
-	cmd.Env = append(os.Environ(), "VERSION="+imageVersion)
+	key, err := runUpdateKey()
+	if err != nil {
+		return err
+	}
+	cmd.Env = append(os.Environ(), "VERSION="+imageVersion, "UPDATE_KEY="+key)
 	if e := sourceDateEpoch(); e != "" {
 		cmd.Env = append(cmd.Env, "SOURCE_DATE_EPOCH="+e)
 	}
@@ -121,6 +129,26 @@ func buildImage(t *testing.T, img string) error {
 	t.Logf("image built in %v: %s", time.Since(start).Round(time.Second), strings.TrimSpace(lastLine(out.String())))
 	return nil
 }
+
+// runUpdateKey is the update key every build of a run signs with (its public
+// half is in the image), made once in the run's build directory: a build
+// without UPDATE_KEY makes a development key of its own, and two builds
+// would then differ by it.
+var runUpdateKey = sync.OnceValues(func() (string, error) {
+	if builtDir == "" {
+		return "", errors.New("the run's build directory is not made yet (theImage makes it)")
+	}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return "", err
+	}
+	priv, _, err := update.PEMKeys(key)
+	if err != nil {
+		return "", err
+	}
+	path := filepath.Join(builtDir, "update-key.pem")
+	return path, os.WriteFile(path, priv, 0o600)
+})
 
 func lastLine(s string) string {
 	s = strings.TrimRight(s, "\n")
