@@ -199,37 +199,28 @@ func writeBootFile(dir, name string, r io.Reader, p Part, progress func(int64)) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, name+".new")
-	f, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	err = copyPart(f, r, p, progress)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
+	return replaceFile(dir, name+".new", name, func(w io.Writer) error { return copyPart(w, r, p, progress) })
 }
 
 // writeBoot writes a small file on the boot partition: a temporary file,
 // synced, renamed into place. (FAT keeps no modes: no chmod.)
 func writeBoot(dir, name string, r io.Reader) error {
-	tmp := filepath.Join(dir, "."+name+".new")
-	f, err := os.Create(tmp)
+	return replaceFile(dir, "."+name+".new", name, func(w io.Writer) error {
+		_, err := io.Copy(w, r)
+		return err
+	})
+}
+
+// replaceFile writes dir/name through dir/tmp: filled by write, synced,
+// renamed into place, the directory synced. On failure the temporary file
+// is removed and dir/name is as it was.
+func replaceFile(dir, tmp, name string, write func(io.Writer) error) error {
+	path := filepath.Join(dir, tmp)
+	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	_, err = io.Copy(f, r)
+	err = write(f)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -237,10 +228,10 @@ func writeBoot(dir, name string, r io.Reader) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, filepath.Join(dir, name))
+		err = os.Rename(path, filepath.Join(dir, name))
 	}
 	if err != nil {
-		os.Remove(tmp)
+		os.Remove(path)
 		return err
 	}
 	return syncDir(dir)
