@@ -38,7 +38,7 @@ run: build
 # run a second time on the per-packet path (media.batch_window 0).
 test: lint
 	@skips=$$(mktemp); \
-	APPLIANCE_RIG_SKIPS=$$skips $(GO) test -race -count=1 -timeout 28m ./...; rc=$$?; \
+	APPLIANCE_RIG_SKIPS=$$skips $(GO) test -race -count=1 -timeout 40m ./...; rc=$$?; \
 	MEDIA_TEST_BATCH_WINDOW=0 $(GO) test -race -count=1 -timeout 5m ./media/ || rc=1; \
 	pkgs=$$(sed -n 's/^pkg \([^ ]*\) .*/\1/p' $$skips | sort -u | xargs); \
 	root=$$(grep -c '^root ' $$skips); \
