@@ -52,7 +52,10 @@ data_guid=6a3c0f52-6d1e-4d0a-9a55-00000000000d
 roota_fs=6a3c0f52-6d1e-4d0a-9a55-1000000000a0 # ext4 UUIDs of the file systems
 data_fs=6a3c0f52-6d1e-4d0a-9a55-1000000000d0
 esp_volid=A9914A01
-esp_mib=128
+# The boot partition holds both slots' kernels and initrds (about 43 MiB a
+# slot) and room for as much again: a power cut while an update writes them
+# can leave lost clusters that FAT does not give back until checked.
+esp_mib=256
 root_mib=1024
 data_mib=256
 
