@@ -69,7 +69,7 @@ func newPoller(w *workerProc, window time.Duration) (*poller, error) {
 		return nil, fmt.Errorf("worker: epoll: %w", err)
 	}
 	return &poller{w: w, window: window, epfd: epfd, stopFD: stopFD, done: make(chan struct{}),
-		events: make([]unix.EpollEvent, 256)}, nil
+		events: make([]unix.EpollEvent, 1024)}, nil
 }
 
 // add puts a stream's input in the set (level-triggered: an input left with
@@ -111,7 +111,9 @@ func (p *poller) run() {
 		if stop {
 			return
 		}
-		if !backlog {
+		// A full event list may have left ready inputs out: go round
+		// again at once, as for a backlog.
+		if !backlog && n < len(p.events) {
 			sleepMono(p.window - clock.Mono()%p.window)
 		}
 	}
