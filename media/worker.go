@@ -579,10 +579,7 @@ func openWorkerStream(as addStream, fd int, ring, window time.Duration) (*wstrea
 			unix.Close(fd)
 			return nil, fmt.Errorf("stream %s: input is not a UDP socket", as.Name)
 		}
-		if err := enableRxStamps(fd); err != nil {
-			unix.Close(fd)
-			return nil, fmt.Errorf("stream %s: input: receive stamps: %w", as.Name, err)
-		}
+		// Receive stamps were asked for when the parent bound it (bindInput).
 		s.fd = fd
 		close(s.done)
 		s.brd = newBatchReader(batchMax, readBufSize)
