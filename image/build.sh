@@ -53,9 +53,13 @@ roota_fs=6a3c0f52-6d1e-4d0a-9a55-1000000000a0 # ext4 UUIDs of the file systems
 data_fs=6a3c0f52-6d1e-4d0a-9a55-1000000000d0
 esp_volid=A9914A01
 # The boot partition holds both slots' kernels and initrds (about 43 MiB a
-# slot) and room for as much again: a power cut while an update writes them
-# can leave lost clusters that FAT does not give back until checked.
-esp_mib=256
+# slot) and room for much more: a power cut while an update writes them
+# can leave lost clusters that FAT does not give back until checked. 512 MiB
+# is also the smallest FAT32 that takes 4 KiB clusters (below 260 MiB
+# mkfs.fat makes them 512 bytes, and the firmware then reads a kernel and
+# initrd that Linux wrote in pieces, one 512-byte cluster at a time:
+# minutes under emulation).
+esp_mib=512
 root_mib=1024
 data_mib=256
 
@@ -194,7 +198,7 @@ mkdir "$work/data-empty"
 touch -d "@$SOURCE_DATE_EPOCH" "$work/data-empty"
 mkfs.ext4 -q -F -L appliance-data -U "$data_fs" -E "hash_seed=$data_fs,lazy_itable_init=0" \
 	-d "$work/data-empty" "$work/data.ext4" "${data_mib}M"
-mkfs.vfat -F 32 --invariant -i "$esp_volid" -n ESP -C "$work/esp.vfat" $((esp_mib * 1024)) >/dev/null
+mkfs.vfat -F 32 -s 8 --invariant -i "$esp_volid" -n ESP -C "$work/esp.vfat" $((esp_mib * 1024)) >/dev/null
 (cd "$esp" && find . -mindepth 1 -type d | sort | sed 's|^\./||' | while read -r d; do mmd -i "$work/esp.vfat" "::$d"; done)
 (cd "$esp" && find . -type f | sort | sed 's|^\./||' | while read -r f; do mcopy -m -i "$work/esp.vfat" "$f" "::$f"; done)
 

@@ -30,8 +30,9 @@ import (
 // TestImageUpdate: the image updated under QEMU, every case of
 // docs/image.md's "Update and rollback" in two runs of the VM. A full
 // bundle crosses QEMU's user network at a few MB/s under TCG, twice per
-// update (the check, then the write): only the two updates that must boot
-// carry the full root.
+// update (the check, then the write): the two updates that must boot carry
+// the full root, so they come from a disk of bundles, as from a USB stick
+// (updateFromDisk); the others, small or refused early, over HTTP.
 //
 //  1. slot A boots; a bundle signed by another key, and one with a byte of
 //     its root image changed, are refused and slot B's bytes stay as they
@@ -103,9 +104,12 @@ func TestImageUpdate(t *testing.T) {
 	}
 	slotB := slotRegion(t, disk, "root-b")
 	journalToConsole(t, disk)
+	bundles := updateFromDisk(t, disk, dir, good, broken)
+	guest := []string{"-smbios", "type=11,value=" + cred,
+		"-drive", "file=" + bundles + ",format=raw,if=virtio,readonly=on"}
 
 	// 1. Slot A.
-	vm := startVM(t, disk, vars, "-smbios", "type=11,value="+cred)
+	vm := startVM(t, disk, vars, guest...)
 	s := vm.waitFor(t, 5*time.Minute, "slot a running, committed", func(s updateStatus) bool {
 		return s.Slots != nil && s.Slots.Running == "a" && s.slot("a").Committed && s.slot("a").Version == "update-a"
 	})
@@ -145,7 +149,7 @@ func TestImageUpdate(t *testing.T) {
 	t.Logf("killed mid-write; slot B's bytes on the disk changed: %v", slotB.hash(t) != before)
 
 	// 2. The same disk: slot A boots, the write was interrupted.
-	vm = startVM(t, disk, vars, "-smbios", "type=11,value="+cred)
+	vm = startVM(t, disk, vars, guest...)
 	s = vm.waitFor(t, 5*time.Minute, "slot a after the power cut", func(s updateStatus) bool {
 		return s.Slots.Running == "a" && s.Slots.LastUpdate != nil
 	})
@@ -155,7 +159,7 @@ func TestImageUpdate(t *testing.T) {
 
 	// The broken bundle: written, tried, rolled back by itself.
 	start := time.Now()
-	vm.update(t, token, srv.url(broken))
+	vm.update(t, token, onDisk(broken))
 	s = vm.waitFor(t, 15*time.Minute, "back on slot a after the broken slot's trial", func(s updateStatus) bool {
 		return s.Slots.Running == "a" && s.Slots.LastUpdate != nil && s.Slots.LastUpdate.Version == "update-broken" &&
 			s.Slots.LastUpdate.Outcome == update.RolledBack
@@ -173,7 +177,7 @@ func TestImageUpdate(t *testing.T) {
 
 	// The good bundle: written, tried, committed.
 	start = time.Now()
-	vm.update(t, token, srv.url(good))
+	vm.update(t, token, onDisk(good))
 	s = vm.waitFor(t, 15*time.Minute, "slot b committed", func(s updateStatus) bool {
 		return s.Slots.Running == "b" && s.slot("b").Committed && s.Slots.LastUpdate != nil && s.Slots.LastUpdate.Outcome == update.Committed
 	})
@@ -206,6 +210,63 @@ func journalToConsole(t *testing.T, disk string) {
 	if out, err := exec.Command("mcopy", "-o", "-i", img, tmp, entry).CombinedOutput(); err != nil {
 		t.Fatalf("mcopy: %v\n%s", err, out)
 	}
+}
+
+// bundleMount is where slot A mounts the test's disk of bundles.
+const bundleMount = "/srv/bundles"
+
+// onDisk is a bundle's path in the guest, on the disk updateFromDisk made.
+func onDisk(bundle string) string { return bundleMount + "/" + filepath.Base(bundle) }
+
+// updateFromDisk makes an ext4 disk (label bundles) holding the bundles,
+// and has slot A of the test's disk mount it read-only at bundleMount, as an
+// operator's USB stick: the guest reads a bundle from it somewhat faster
+// than over QEMU's user network (hashing under TCG sets the pace of both).
+// Only slot A mounts it (an update writes slot B from the bundle's
+// root image); the boots that install from it run on A.
+func updateFromDisk(t *testing.T, disk, dir string, bundles ...string) string {
+	t.Helper()
+	src := filepath.Join(dir, "bundles")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var size int64 = 64 << 20
+	for _, b := range bundles {
+		if err := os.Link(b, filepath.Join(src, filepath.Base(b))); err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		size += fi.Size() + fi.Size()/16
+	}
+	out := filepath.Join(dir, "bundles.ext4")
+	if b, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "bundles", "-d", src, out, fmt.Sprintf("%dk", size>>10)).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs.ext4 bundles: %v\n%s", err, b)
+	}
+	root := slotRegion(t, disk, "root-a")
+	fs := fmt.Sprintf("%s?offset=%d", disk, root.start)
+	fstab, err := exec.Command("debugfs", "-R", "cat /etc/fstab", fs).Output()
+	if err != nil || !bytes.Contains(fstab, []byte("/var/lib/appliance")) {
+		t.Fatalf("slot A's /etc/fstab: %v: %q", err, fstab)
+	}
+	fstab = append(fstab, "LABEL=bundles "+bundleMount+" ext4 ro,noload,nodev,nosuid,noexec,nofail 0 0\n"...)
+	tmp := filepath.Join(dir, "fstab")
+	if err := os.WriteFile(tmp, fstab, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmds := filepath.Join(dir, "fstab.debugfs")
+	if err := os.WriteFile(cmds, []byte("mkdir "+bundleMount+"\nrm /etc/fstab\nwrite "+tmp+" /etc/fstab\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("debugfs", "-w", "-f", cmds, fs).CombinedOutput(); err != nil {
+		t.Fatalf("debugfs: %v\n%s", err, b)
+	}
+	if b, _ := exec.Command("debugfs", "-R", "cat /etc/fstab", fs).Output(); !bytes.Contains(b, []byte(bundleMount)) {
+		t.Fatalf("slot A's /etc/fstab was not changed: %q", b)
+	}
+	return out
 }
 
 // headerSize is where a bundle's first part starts.
