@@ -171,6 +171,22 @@ type vm struct {
 	watchdogFired chan time.Time
 }
 
+// uefiGuest is the machine every image test boots: QEMU under TCG (KVM
+// cannot boot a stock kernel here), OVMF with its own copy of the variable
+// store, the image as a virtio disk, an entropy source, and the i6300esb
+// watchdog that resets the guest.
+func uefiGuest(disk, vars string) []string {
+	return []string{"-accel", "tcg", "-m", "1024", "-smp", "2",
+		"-nodefaults", "-no-user-config", "-display", "none",
+		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
+		"-drive", "if=pflash,format=raw,file=" + vars,
+		"-drive", "file=" + disk + ",format=raw,if=virtio",
+		// Entropy for the guest: without it, a loaded host once left udev
+		// waiting 208 s in getrandom.
+		"-device", "virtio-rng-pci",
+		"-device", "i6300esb", "-action", "watchdog=reset"}
+}
+
 // bootImage boots a copy of disk (the caller's own copy, see copyImage)
 // with the unit config cfg as the appliance.config credential (none if nil).
 func bootImage(t *testing.T, disk string, cfg []byte) *vm {
@@ -182,19 +198,11 @@ func bootImage(t *testing.T, disk string, cfg []byte) *vm {
 	}
 	v := &vm{port: freePort(t), rtpPort: freeUDPPort(t), serial: filepath.Join(dir, "serial.log"), rig: filepath.Join(dir, "rig.sock"),
 		qmp: filepath.Join(dir, "qmp.sock"), watchdogFired: make(chan time.Time, 4)}
-	args := []string{"-accel", "tcg", "-m", "1024", "-smp", "2",
-		"-nodefaults", "-no-user-config", "-display", "none",
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
-		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "file=" + disk + ",format=raw,if=virtio",
-		// Entropy for the guest: without it, a loaded host once left udev
-		// waiting 208 s in getrandom.
-		"-device", "virtio-rng-pci",
-		"-device", "i6300esb", "-action", "watchdog=reset",
-		"-serial", "file:" + v.serial,
-		"-chardev", "socket,id=rig,path=" + v.rig + ",server=on,wait=off", "-serial", "chardev:rig",
-		"-monitor", "none", "-qmp", "unix:" + v.qmp + ",server=on,wait=off",
-		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080,hostfwd=udp:127.0.0.1:%d-:5004", v.port, v.rtpPort)}
+	args := append(uefiGuest(disk, vars),
+		"-serial", "file:"+v.serial,
+		"-chardev", "socket,id=rig,path="+v.rig+",server=on,wait=off", "-serial", "chardev:rig",
+		"-monitor", "none", "-qmp", "unix:"+v.qmp+",server=on,wait=off",
+		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080,hostfwd=udp:127.0.0.1:%d-:5004", v.port, v.rtpPort))
 	if cfg != nil {
 		// A system credential (SMBIOS type 11), as a factory would pass it
 		// on the first boot; appliance-firstboot.service puts it on the

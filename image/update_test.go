@@ -540,15 +540,9 @@ type qemuVM struct {
 func startVM(t *testing.T, disk, vars string, extra ...string) *qemuVM {
 	t.Helper()
 	v := &qemuVM{port: freePort(t), serialF: filepath.Join(t.TempDir(), "serial.log"), exited: make(chan struct{})}
-	args := []string{"-accel", "tcg", "-m", "1024", "-smp", "2",
-		"-nodefaults", "-no-user-config", "-display", "none",
-		"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
-		"-drive", "if=pflash,format=raw,file=" + vars,
-		"-drive", "file=" + disk + ",format=raw,if=virtio",
-		"-device", "virtio-rng-pci",
-		"-device", "i6300esb", "-action", "watchdog=reset",
-		"-serial", "file:" + v.serialF, "-monitor", "none",
-		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080", v.port)}
+	args := append(uefiGuest(disk, vars),
+		"-serial", "file:"+v.serialF, "-monitor", "none",
+		"-nic", fmt.Sprintf("user,model=virtio-net-pci,hostfwd=tcp:127.0.0.1:%d-:8080", v.port))
 	v.cmd = exec.Command("qemu-system-x86_64", append(args, extra...)...)
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // no guest outlives the test
 	var qout testutil.SyncBuffer
