@@ -112,6 +112,12 @@ func pairConfig(t *testing.T, dir, self, peer string, paths [][2]string, ins, ou
 	var b strings.Builder
 	fmt.Fprintf(&b, "version: 1\nunit: {name: %s, state_dir: %s}\ncontrol: {socket: %s}\n", self, filepath.Join(dir, "state"), filepath.Join(dir, "control.sock"))
 	b.WriteString("media: {workers: 2}\npair:\n")
+	// Detection at 100 ms, not the default 30: these tests are about what
+	// the units do, and a false takeover (both units' heartbeat loops held
+	// off 15-20 ms at once while CI compiles beside them) would move a
+	// stream the test expects where it was. The default's detection time
+	// and its margin under load are the lab's (lab/, make lab).
+	fmt.Fprintf(&b, "  heartbeat: 10ms\n  detect_multiplier: 10\n")
 	fmt.Fprintf(&b, "  peer_name: %s\n  key_file: %s\n  paths:\n", peer, filepath.Join(dir, "..", "pair.key"))
 	for _, p := range paths {
 		fmt.Fprintf(&b, "    - {local: %q, remote: %q}\n", p[0], p[1])
@@ -341,7 +347,7 @@ func TestPairOnLoopback(t *testing.T) {
 	testutil.Eventually(t, 5*time.Second, "packets after the power-loss drill", func() bool { return r.rx[0].mark() > mark0+200 })
 	checkNoLoss(t, r.rx[0], mark0, "s0 across the power-loss drill")
 	t.Logf("power-loss drill: %+v", dr)
-	// unit-b took over after hearing nothing for the detection time, three
+	// unit-b took over after hearing nothing for the detection time, ten
 	// heartbeats: at least two of them count as missed on each path.
 	testutil.Eventually(t, 5*time.Second, "unit-b counting missed heartbeats on both paths", func() bool {
 		for _, p := range r.b.mustReport().Pair.Paths {
@@ -433,7 +439,7 @@ func TestPairMismatchMovesNothing(t *testing.T) {
 			!ra.Pair.Agreement && ra.Pair.PeerState != "silent" && ra.Pair.PeerState != "unknown"
 	})
 	// Neither unit claims or takes a stream while they disagree, for as
-	// long as we look (one second: thirty detection times).
+	// long as we look (one second: ten detection times).
 	deadline := time.Now().Add(time.Second)
 	for time.Now().Before(deadline) {
 		for _, u := range []*unitProc{r.a, r.b} {
