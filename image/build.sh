@@ -63,7 +63,8 @@ esp_mib=512
 root_mib=1024
 data_mib=256
 
-packages=systemd,systemd-sysv,udev,kmod,dbus,iproute2,linux-image-amd64,initramfs-tools
+# dosfstools: fsck.fat, which checks the boot partition at every boot.
+packages=systemd,systemd-sysv,udev,kmod,dbus,iproute2,linux-image-amd64,initramfs-tools,dosfstools
 
 work=$(mktemp -d /tmp/appliance-image.XXXXXX)
 trap 'rm -rf "$work"' EXIT
@@ -161,7 +162,10 @@ PARTUUID=$data_guid /var/lib/appliance ext4 nodev,nosuid,noexec,x-systemd.growfs
 # The boot partition: writable by group appliance only (an update writes a
 # slot's kernel, initrd and boot entry), by nobody else. nofail: a unit
 # whose boot partition Linux cannot mount still runs (it cannot update).
-PARTUUID=$esp_guid /boot vfat nodev,nosuid,noexec,nofail,uid=0,gid=$gid,fmask=0117,dmask=0007 0 0
+# Checked at every boot (pass 2, fsck.fat -a): a power cut while an update
+# wrote a kernel or initrd leaves clusters that FAT gives back only when
+# checked, and the next update needs the room.
+PARTUUID=$esp_guid /boot vfat nodev,nosuid,noexec,nofail,uid=0,gid=$gid,fmask=0117,dmask=0007 0 2
 EOF
 mkdir -p "$root/var/lib/appliance"
 

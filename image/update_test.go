@@ -156,6 +156,13 @@ func TestImageUpdate(t *testing.T) {
 	if s.Slots.LastUpdate.Outcome != update.Interrupted || s.slot("b").Version != "" {
 		t.Errorf("after a power cut mid-write: %s, want slot a running, the update interrupted, slot b without an entry", s.summary())
 	}
+	// The boot partition was checked on the way up (fsck.fat, pass 2 in
+	// fstab): what the cut-off write left is given back.
+	if fsck := linesWith(vm.serial(t), "systemd-fsck["); !strings.Contains(fsck, "fsck.fat") {
+		t.Errorf("the boot after the power cut did not check the boot partition with fsck.fat; systemd-fsck said:\n%s", fsck)
+	} else {
+		t.Logf("the boot after the power cut checked the boot partition:\n%s", fsck)
+	}
 
 	// The broken bundle: written, tried, rolled back by itself.
 	start := time.Now()
@@ -267,6 +274,17 @@ func updateFromDisk(t *testing.T, disk, dir string, bundles ...string) string {
 		t.Fatalf("slot A's /etc/fstab was not changed: %q", b)
 	}
 	return out
+}
+
+// linesWith is the lines of s that contain sub.
+func linesWith(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, strings.TrimSpace(l))
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // headerSize is where a bundle's first part starts.
