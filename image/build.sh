@@ -54,11 +54,11 @@ data_fs=6a3c0f52-6d1e-4d0a-9a55-1000000000d0
 esp_volid=A9914A01
 # The boot partition holds both slots' kernels and initrds (about 43 MiB a
 # slot) and room for much more: a power cut while an update writes them
-# can leave lost clusters that FAT does not give back until checked. 512 MiB
-# is also the smallest FAT32 that takes 4 KiB clusters (below 260 MiB
-# mkfs.fat makes them 512 bytes, and the firmware then reads a kernel and
-# initrd that Linux wrote in pieces, one 512-byte cluster at a time:
-# minutes under emulation).
+# can leave lost clusters that FAT does not give back until checked. Its
+# clusters are 4 KiB (-s 8), which FAT32 allows only above about 260 MiB:
+# with the 512-byte clusters mkfs.fat makes below that, the firmware read a
+# kernel and initrd that Linux wrote in pieces one cluster at a time, for
+# minutes under emulation.
 esp_mib=512
 root_mib=1024
 data_mib=256
