@@ -330,13 +330,22 @@ type imageStatus struct {
 
 func (v *vm) status() (imageStatus, bool) {
 	var s imageStatus
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", v.port))
+	return s, getStatus(v.port, &s) == nil
+}
+
+// getStatus reads a guest's status report, through the forwarded port,
+// into s (the fields the test looks at).
+func getStatus(port int, s any) error {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", port))
 	if err != nil {
-		return s, false
+		return err
 	}
 	defer resp.Body.Close()
-	return s, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&s) == nil
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("status %s", resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(s)
 }
 
 // ready waits for the API to answer with the unit running, the watchdog

@@ -1,10 +1,8 @@
 package image
 
 import (
-	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -141,13 +139,7 @@ func TestHardwareWatchdogReset(t *testing.T) {
 	serialLog := func() string { b, _ := os.ReadFile(serial); return string(b) }
 	status := func() (apiStatus, bool) {
 		var s apiStatus
-		c := http.Client{Timeout: 2 * time.Second}
-		resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", port))
-		if err != nil {
-			return s, false
-		}
-		defer resp.Body.Close()
-		return s, resp.StatusCode == 200 && json.NewDecoder(resp.Body).Decode(&s) == nil
+		return s, getStatus(port, &s) == nil
 	}
 
 	// First boot: the appliance owns and feeds the watchdog.

@@ -598,16 +598,9 @@ func (v *qemuVM) serial(t *testing.T) string {
 type updateStatus struct {
 	imageStatus
 	Slots *struct {
-		Running string `json:"running"`
-		Slots   []struct {
-			Name      string `json:"name"`
-			Version   string `json:"version"`
-			Running   bool   `json:"running"`
-			Committed bool   `json:"committed"`
-			TriesLeft *int   `json:"tries_left"`
-			Bad       bool   `json:"bad"`
-		} `json:"slots"`
-		Update *struct {
+		Running string     `json:"running"`
+		Slots   []slotView `json:"slots"`
+		Update  *struct {
 			State     string `json:"state"`
 			DoneBytes int64  `json:"done_bytes"`
 		} `json:"update"`
@@ -620,7 +613,7 @@ type updateStatus struct {
 	} `json:"slots"`
 }
 
-type slotView = struct {
+type slotView struct {
 	Name      string `json:"name"`
 	Version   string `json:"version"`
 	Running   bool   `json:"running"`
@@ -647,16 +640,7 @@ func (s updateStatus) summary() string {
 
 func (v *qemuVM) status() (updateStatus, error) {
 	var s updateStatus
-	c := http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/api/v1/status", v.port))
-	if err != nil {
-		return s, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != 200 {
-		return s, fmt.Errorf("status %s", resp.Status)
-	}
-	return s, json.NewDecoder(resp.Body).Decode(&s)
+	return s, getStatus(v.port, &s)
 }
 
 // waitFor polls the API until cond holds of a running unit.
